@@ -1,0 +1,91 @@
+# uffdshim top-level Makefile: everything is built into build/.
+#   make         build the shim, the model library, tools, demos, tests, benchmarks
+#   make check   run every test through prove (TAP)
+#   make demo    run the demo programs under uffd-record (the main job)
+#   make bench   run the benchmarks (native and shimmed side by side)
+
+CC      ?= gcc
+B       := build
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS := -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Iinclude -Imodel -MMD -MP
+GLIB_CFLAGS := $(shell pkg-config --cflags glib-2.0 2>/dev/null)
+GLIB_LIBS   := $(shell pkg-config --libs glib-2.0 2>/dev/null)
+
+MODEL_SRC := $(wildcard model/*.c)
+SHIM_SRC  := $(wildcard shim/*.c)
+REC_SRC   := $(wildcard recorder/*.c)
+REP_SRC   := $(wildcard replayer/*.c)
+TOOLLIB_SRC := $(wildcard tools/common/*.c)
+DEMO_SRC  := $(wildcard demo/*.c)
+TEST_SRC  := $(wildcard tests/*.c)
+BENCH_SRC := $(wildcard bench/*.c)
+
+MODEL_OBJ := $(MODEL_SRC:%.c=$(B)/obj/%.o)
+SHIM_OBJ  := $(SHIM_SRC:%.c=$(B)/obj/%.o)
+REC_OBJ   := $(REC_SRC:%.c=$(B)/obj/%.o)
+REP_OBJ   := $(REP_SRC:%.c=$(B)/obj/%.o)
+TOOLLIB_OBJ := $(TOOLLIB_SRC:%.c=$(B)/obj/%.o)
+
+DEMOS   := $(DEMO_SRC:demo/%.c=$(B)/demo/%)
+TESTS_C := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+BENCHES := $(BENCH_SRC:bench/%.c=$(B)/bench/%)
+
+LIBMODEL := $(B)/libuffdmodel.a
+LIBSHIM  := $(B)/libuffdshim.so
+RECORD   := $(B)/uffd-record
+REPLAY   := $(B)/uffd-replay
+
+# uffd-replay exists once replayer/ has sources.
+TOOLS := $(RECORD) $(if $(REP_SRC),$(REPLAY))
+
+all: $(LIBMODEL) $(LIBSHIM) $(TOOLS) $(DEMOS) $(TESTS_C) $(BENCHES)
+
+# Everything is position independent: the model links into the shim too.
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC $(if $(filter recorder/% replayer/% tools/%,$<),$(GLIB_CFLAGS)) -c $< -o $@
+
+$(LIBMODEL): $(MODEL_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# The shim links only libc and libdl.
+$(LIBSHIM): $(SHIM_OBJ) $(MODEL_OBJ)
+	$(CC) -shared -Wl,-z,defs -Wl,--version-script=shim/exports.map -o $@ $^ -ldl -lpthread
+
+$(RECORD): $(REC_OBJ) $(TOOLLIB_OBJ) $(LIBMODEL)
+	$(CC) -o $@ $(REC_OBJ) $(TOOLLIB_OBJ) $(LIBMODEL) $(GLIB_LIBS) -lm
+
+$(REPLAY): $(REP_OBJ) $(TOOLLIB_OBJ) $(LIBMODEL)
+	$(CC) -o $@ $(REP_OBJ) $(TOOLLIB_OBJ) $(LIBMODEL) $(GLIB_LIBS)
+
+$(B)/demo/%: demo/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread
+
+$(B)/tests/%: tests/%.c tests/test_helpers.h $(LIBMODEL)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(LIBMODEL) -lpthread
+
+$(B)/bench/%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread -lm
+
+TEST_SCRIPTS := $(wildcard tests/*.sh)
+
+check: all
+	UFFDSHIM_BUILD=$(abspath $(B)) UFFDSHIM_SRC=$(abspath .) \
+	  prove --exec '' --timer $(TESTS_C) $(TEST_SCRIPTS)
+
+demo: all
+	UFFDSHIM_BUILD=$(abspath $(B)) sh demo/run-demos.sh
+
+bench: all
+	UFFDSHIM_BUILD=$(abspath $(B)) sh bench/run-benches.sh
+
+clean:
+	rm -rf $(B)
+
+.PHONY: all check demo bench clean
+-include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,700 @@
+/* verify.c - cross-check a uffd model against /proc (see verify.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "procfs.h"
+#include "uffd_compat.h"
+#include "um_model.h"
+#include "verify.h"
+
+/* The kernel's UFFD_FEATURE_INITIALIZED: set in ctx->features (and so in the
+ * fdinfo API line) once UFFDIO_API succeeded. */
+#define KERNEL_FEATURE_INITIALIZED ((uint64_t)1 << 31)
+/* Pages per pagemap pread (32 MiB of entries): one pread per range unless a
+ * range is over 16 GiB. */
+#define PM_CHUNK_PAGES (4ULL << 20)
+
+#define MODE_MASK (UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP | \
+		   UFFDIO_REGISTER_MODE_MINOR)
+
+static unsigned listed_disagreements(const struct verify_report *r)
+{
+	unsigned n = 0;
+	for (size_t i = 0; i < r->n; i++)
+		n += r->e[i].kind == VK_DISAGREE;
+	return n;
+}
+
+__attribute__((format(printf, 5, 6)))
+static void add(struct verify_report *r, int kind, int check, uint32_t uffd,
+		const char *fmt, ...)
+{
+	if (kind == VK_DISAGREE) {
+		r->disagreements++;
+		if (listed_disagreements(r) >= VERIFY_MAX_LINES) {
+			r->unlisted++;
+			return;
+		}
+	}
+	if (r->n == r->cap) {
+		size_t ncap = r->cap ? r->cap * 2 : 32;
+		struct verify_entry *ne = realloc(r->e, ncap * sizeof(*ne));
+		if (!ne)
+			return; /* counted, just not listed */
+		r->e = ne;
+		r->cap = ncap;
+	}
+	va_list ap;
+	va_start(ap, fmt);
+	char *text = NULL;
+	int rc = vasprintf(&text, fmt, ap);
+	va_end(ap);
+	if (rc < 0)
+		return;
+	r->e[r->n++] = (struct verify_entry){.kind = kind, .check = check, .uffd = uffd,
+					     .text = text};
+}
+
+static void fail(struct verify_report *r, int err, const char *msg)
+{
+	r->failed = true;
+	r->err_errno = err;
+	size_t n = strnlen(msg, sizeof(r->error) - 1);
+	memcpy(r->error, msg, n);
+	r->error[n] = 0;
+}
+
+void verify_report_free(struct verify_report *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		free(r->e[i].text);
+	free(r->e);
+	memset(r, 0, sizeof(*r));
+}
+
+unsigned verify_report_count(const struct verify_report *r, int kind, int check,
+			     uint32_t uffd)
+{
+	unsigned n = 0;
+	for (size_t i = 0; i < r->n; i++)
+		if (r->e[i].kind == kind && (check < 0 || r->e[i].check == check) &&
+		    (!uffd || r->e[i].uffd == uffd))
+			n++;
+	return n;
+}
+
+void verify_report_print(const struct verify_report *r, FILE *f)
+{
+	for (size_t i = 0; i < r->n; i++)
+		fprintf(f, "verify: %s%s\n", r->e[i].kind == VK_NOTE ? "note: " : "",
+			r->e[i].text);
+	if (r->failed)
+		fprintf(f, "verify: could not complete: %s\n", r->error);
+	else if (!r->disagreements)
+		fprintf(f, "verify: OK (%u uffd%s, %u range%s, %" PRIu64 " page%s checked)\n",
+			r->nuffds, r->nuffds == 1 ? "" : "s", r->nranges,
+			r->nranges == 1 ? "" : "s", r->npages, r->npages == 1 ? "" : "s");
+	else
+		fprintf(f, "verify: %u disagreement%s\n", r->disagreements,
+			r->disagreements == 1 ? "" : "s");
+}
+
+static pid_t self_pid(const struct um_state *st, pid_t pid)
+{
+	/* mm_pid values are the process's own view of pids; st->pid is how the
+	 * process sees itself (it differs from pid inside a pid namespace). */
+	return st->pid > 0 ? st->pid : pid;
+}
+
+static bool own_memory(const struct um_state *st, const struct um_uffd *u, pid_t pid)
+{
+	return u->mm_pid == self_pid(st, pid);
+}
+
+static void modes_str(uint64_t modes, char *buf, size_t len)
+{
+	if (!(modes & MODE_MASK))
+		snprintf(buf, len, "not registered");
+	else
+		um_modes_str(modes & MODE_MASK, buf, len);
+}
+
+static void kflags_str(uint32_t k, char *buf, size_t len)
+{
+	if (!k) {
+		snprintf(buf, len, "no uffd flags");
+		return;
+	}
+	pf_uffd_flags_str(k, buf, len);
+	if (!(k & (k - 1))) /* exactly one flag */
+		strncat(buf, " only", len - strlen(buf) - 1);
+}
+
+/* ---- (1) smaps ---- */
+
+struct seg {
+	uint64_t start, end;
+	uint32_t modes;
+	uint32_t uffd;
+	uint64_t rstart, rend; /* the model range it came from */
+};
+
+static int seg_cmp(const void *a, const void *b)
+{
+	const struct seg *x = a, *y = b;
+	if (x->start != y->start)
+		return x->start < y->start ? -1 : 1;
+	return (x->end > y->end) - (x->end < y->end);
+}
+
+struct bad {
+	bool active;
+	uint64_t a, b;
+	bool mapped;
+	uint32_t k, m, uffd;
+	long seg;          /* index into segs, -1 for none */
+	long vma_first, vma_last;
+};
+
+static void bad_flush(struct verify_report *r, struct bad *p, const struct seg *segs,
+		      const struct pf_vmas *vs)
+{
+	if (!p->active)
+		return;
+	p->active = false;
+	char ms[64], ks[64], ctx[400] = "";
+	modes_str(p->m, ms, sizeof(ms));
+	kflags_str(p->k, ks, sizeof(ks));
+	const struct pf_vma *v = (p->vma_first >= 0 && p->vma_first == p->vma_last)
+				 ? &vs->v[p->vma_first] : NULL;
+	bool vma_differs = v && (v->start != p->a || v->end != p->b);
+	if (p->seg >= 0) {
+		const struct seg *s = &segs[p->seg];
+		bool part = s->rstart != p->a || s->rend != p->b;
+		if (part && vma_differs)
+			snprintf(ctx, sizeof(ctx), " (model range [%#" PRIx64 ", %#" PRIx64
+				 "), VMA [%#" PRIx64 ", %#" PRIx64 "))", s->rstart, s->rend,
+				 v->start, v->end);
+		else if (part)
+			snprintf(ctx, sizeof(ctx), " (model range [%#" PRIx64 ", %#" PRIx64 "))",
+				 s->rstart, s->rend);
+		else if (vma_differs)
+			snprintf(ctx, sizeof(ctx), " (VMA [%#" PRIx64 ", %#" PRIx64 "))",
+				 v->start, v->end);
+		if (!p->mapped)
+			add(r, VK_DISAGREE, VC_SMAPS, p->uffd, "uffd %u: range [%#" PRIx64 ", %#"
+			    PRIx64 ") model %s, kernel: not mapped%s", p->uffd, p->a, p->b, ms, ctx);
+		else
+			add(r, VK_DISAGREE, VC_SMAPS, p->uffd, "uffd %u: range [%#" PRIx64 ", %#"
+			    PRIx64 ") model %s, kernel smaps %s%s", p->uffd, p->a, p->b, ms, ks, ctx);
+	} else {
+		if (vma_differs)
+			snprintf(ctx, sizeof(ctx), " (VMA [%#" PRIx64 ", %#" PRIx64 ") %s)",
+				 v->start, v->end, v->name);
+		else if (v && v->name[0])
+			snprintf(ctx, sizeof(ctx), " (%s)", v->name);
+		add(r, VK_DISAGREE, VC_SMAPS, 0, "[%#" PRIx64 ", %#" PRIx64 ") kernel smaps %s, "
+		    "model: not registered by any uffd of this process%s", p->a, p->b, ks, ctx);
+	}
+}
+
+static void interval(struct verify_report *r, struct bad *p, const struct seg *segs,
+		     const struct pf_vmas *vs, uint64_t a, uint64_t b, bool mapped, uint32_t k,
+		     long si, long vi)
+{
+	uint32_t m = si >= 0 ? segs[si].modes : 0;
+	uint32_t id = si >= 0 ? segs[si].uffd : 0;
+	if (k == m && (mapped || !m)) {
+		bad_flush(r, p, segs, vs);
+		return;
+	}
+	if (p->active && p->b == a && p->mapped == mapped && p->k == k && p->m == m &&
+	    p->uffd == id && p->seg == si) {
+		p->b = b;
+		if (vi >= 0) {
+			if (p->vma_first < 0)
+				p->vma_first = vi;
+			p->vma_last = vi;
+		}
+		return;
+	}
+	bad_flush(r, p, segs, vs);
+	*p = (struct bad){.active = true, .a = a, .b = b, .mapped = mapped, .k = k, .m = m,
+			  .uffd = id, .seg = si, .vma_first = vi, .vma_last = vi};
+	if (vi < 0)
+		p->vma_first = p->vma_last = -1;
+}
+
+/* Make the VMA list sorted and non-overlapping (smaps of a process that
+ * changes its mappings while we read may repeat or reorder a VMA). */
+static void vmas_sanitize(struct pf_vmas *vs)
+{
+	size_t w = 0;
+	for (size_t i = 0; i < vs->n; i++) {
+		struct pf_vma v = vs->v[i];
+		if (w && v.start < vs->v[w - 1].end)
+			v.start = vs->v[w - 1].end;
+		if (v.start >= v.end)
+			continue;
+		vs->v[w++] = v;
+	}
+	vs->n = w;
+}
+
+static int check_smaps(const struct um_state *st, pid_t pid, struct verify_report *r)
+{
+	struct pf_vmas vs;
+	char err[300];
+	if (pf_read_smaps(pid, &vs, err, sizeof(err)) < 0) {
+		fail(r, errno, err);
+		return -1;
+	}
+	vmas_sanitize(&vs);
+
+	size_t ns = 0, cap = 0;
+	struct seg *segs = NULL;
+	for (uint32_t i = 0; i < st->nuffds; i++) {
+		const struct um_uffd *u = st->uffds[i];
+		if (!own_memory(st, u, pid))
+			continue;
+		for (uint32_t k = 0; k < u->nranges; k++) {
+			const struct um_range *rg = &u->ranges[k];
+			if (ns == cap) {
+				cap = cap ? cap * 2 : 64;
+				struct seg *n2 = realloc(segs, cap * sizeof(*n2));
+				if (!n2) {
+					free(segs);
+					pf_vmas_free(&vs);
+					fail(r, ENOMEM, "out of memory");
+					return -1;
+				}
+				segs = n2;
+			}
+			segs[ns++] = (struct seg){.start = rg->start, .end = rg->end,
+				.modes = (uint32_t)(rg->modes & MODE_MASK), .uffd = u->id,
+				.rstart = rg->start, .rend = rg->end};
+			r->nranges++;
+		}
+	}
+	if (ns)
+		qsort(segs, ns, sizeof(*segs), seg_cmp);
+	/* Two uffds of one process never overlap (nor do one uffd's ranges). */
+	size_t w = 0;
+	for (size_t i = 0; i < ns; i++) {
+		if (w && segs[i].start < segs[w - 1].end) {
+			const struct seg *p = &segs[w - 1];
+			add(r, VK_DISAGREE, VC_MODEL, segs[i].uffd, "model: uffd %u range [%#" PRIx64
+			    ", %#" PRIx64 ") overlaps uffd %u range [%#" PRIx64 ", %#" PRIx64 ")",
+			    segs[i].uffd, segs[i].rstart, segs[i].rend, p->uffd, p->rstart, p->rend);
+			segs[i].start = p->end;
+			if (segs[i].start >= segs[i].end)
+				continue;
+		}
+		segs[w++] = segs[i];
+	}
+	ns = w;
+
+	/* Sweep the address space over VMA and model boundaries. */
+	struct bad pend = {.active = false};
+	size_t vi = 0, si = 0;
+	uint64_t x = 0;
+	for (;;) {
+		while (vi < vs.n && vs.v[vi].end <= x)
+			vi++;
+		while (si < ns && segs[si].end <= x)
+			si++;
+		if (vi >= vs.n && si >= ns)
+			break;
+		bool in_v = vi < vs.n && vs.v[vi].start <= x;
+		bool in_s = si < ns && segs[si].start <= x;
+		if (!in_v && !in_s) {
+			uint64_t nx = UINT64_MAX;
+			if (vi < vs.n && vs.v[vi].start < nx)
+				nx = vs.v[vi].start;
+			if (si < ns && segs[si].start < nx)
+				nx = segs[si].start;
+			x = nx;
+			continue;
+		}
+		uint64_t b = UINT64_MAX;
+		if (in_v)
+			b = vs.v[vi].end;
+		else if (vi < vs.n)
+			b = vs.v[vi].start;
+		if (in_s) {
+			if (segs[si].end < b)
+				b = segs[si].end;
+		} else if (si < ns && segs[si].start < b) {
+			b = segs[si].start;
+		}
+		interval(r, &pend, segs, &vs, x, b, in_v, in_v ? vs.v[vi].uffd_flags : 0,
+			 in_s ? (long)si : -1, in_v ? (long)vi : -1);
+		x = b;
+	}
+	bad_flush(r, &pend, segs, &vs);
+	free(segs);
+	pf_vmas_free(&vs);
+	return 0;
+}
+
+/* ---- (2) pagemap ---- */
+
+struct wprun {
+	int type;          /* 0 none, 1 model WP & kernel not, 2 kernel WP & model not */
+	uint64_t a, b;
+};
+
+struct wpctx {
+	struct verify_report *r;
+	const struct um_uffd *u;
+	unsigned listed;
+	unsigned more_runs;
+	uint64_t more_pages;
+	uint64_t async_cleared; /* WP_ASYNC: model WP, kernel not (allowed) */
+	struct wprun run;
+};
+
+static void wp_flush(struct wpctx *c)
+{
+	struct wprun *rn = &c->run;
+	if (!rn->type)
+		return;
+	uint64_t pages = (rn->b - rn->a) >> UM_PAGE_SHIFT;
+	if (rn->type == 1 && c->u->wp_async) {
+		c->async_cleared += pages;
+	} else if (c->listed >= VERIFY_MAX_WP_RUNS) {
+		c->r->disagreements++;
+		c->more_runs++;
+		c->more_pages += pages;
+	} else {
+		c->listed++;
+		add(c->r, VK_DISAGREE, VC_PAGEMAP, c->u->id, "uffd %u: pages [%#" PRIx64 ", %#"
+		    PRIx64 ") (%" PRIu64 " page%s) %s", c->u->id, rn->a, rn->b, pages,
+		    pages == 1 ? "" : "s", rn->type == 1 ? "model WP, kernel pagemap not WP"
+							 : "kernel pagemap WP, model not WP");
+	}
+	rn->type = 0;
+}
+
+static void wp_page(struct wpctx *c, uint64_t addr, int type)
+{
+	struct wprun *rn = &c->run;
+	if (rn->type == type && rn->b == addr) {
+		rn->b = addr + UM_PAGE_SIZE;
+		return;
+	}
+	wp_flush(c);
+	if (type)
+		*rn = (struct wprun){.type = type, .a = addr, .b = addr + UM_PAGE_SIZE};
+}
+
+static int check_pagemap_uffd(const struct um_uffd *u, int pm, uint64_t *ebuf,
+			      uint8_t *mbuf, struct verify_report *r)
+{
+	struct wpctx c = {.r = r, .u = u};
+	char err[300];
+	for (uint32_t k = 0; k < u->nranges; k++) {
+		const struct um_range *rg = &u->ranges[k];
+		if (!(rg->modes & UFFDIO_REGISTER_MODE_WP))
+			continue;
+		for (uint64_t cs = rg->start; cs < rg->end;) {
+			uint64_t np = (rg->end - cs) >> UM_PAGE_SHIFT;
+			if (np > PM_CHUNK_PAGES)
+				np = PM_CHUNK_PAGES;
+			uint64_t ce = cs + (np << UM_PAGE_SHIFT);
+			if (pf_pagemap_read(pm, cs, np, ebuf, err, sizeof(err)) < 0) {
+				fail(r, errno, err);
+				return -1;
+			}
+			memset(mbuf, 0, np);
+			uint64_t cur = cs, rs, re;
+			while (um_wp_next_run(&u->wp, &cur, ce, &rs, &re))
+				memset(mbuf + ((rs - cs) >> UM_PAGE_SHIFT), 1,
+				       (re - rs) >> UM_PAGE_SHIFT);
+			for (uint64_t i = 0; i < np; i++) {
+				int kb = (int)PF_PM_UFFD_WP(ebuf[i]), mb = mbuf[i];
+				wp_page(&c, cs + (i << UM_PAGE_SHIFT), kb == mb ? 0 : mb ? 1 : 2);
+			}
+			r->npages += np;
+			cs = ce;
+		}
+		wp_flush(&c);
+	}
+	wp_flush(&c);
+
+	/* Model WP bits outside the WP-registered ranges: the kernel clears WP on
+	 * unregister, so nothing can be protected there. */
+	unsigned outside = 0, outside_more = 0;
+	uint64_t cur = 0, rs, re, last = ~(UM_PAGE_SIZE - 1);
+	uint32_t k0 = 0;
+	while (um_wp_next_run(&u->wp, &cur, last, &rs, &re)) {
+		uint64_t pos = rs;
+		while (k0 < u->nranges && u->ranges[k0].end <= pos)
+			k0++;
+		for (uint32_t k = k0; k < u->nranges && pos < re; k++) {
+			const struct um_range *rg = &u->ranges[k];
+			if (rg->start >= re)
+				break;
+			if (!(rg->modes & UFFDIO_REGISTER_MODE_WP) || rg->end <= pos)
+				continue;
+			if (rg->start > pos) {
+				if (outside++ < VERIFY_MAX_WP_RUNS)
+					add(r, VK_DISAGREE, VC_MODEL, u->id, "uffd %u: model has pages [%#"
+					    PRIx64 ", %#" PRIx64 ") write-protected outside its "
+					    "WP-registered ranges", u->id, pos, rg->start);
+				else {
+					r->disagreements++;
+					outside_more++;
+				}
+			}
+			pos = rg->end;
+		}
+		if (pos < re) {
+			if (outside++ < VERIFY_MAX_WP_RUNS)
+				add(r, VK_DISAGREE, VC_MODEL, u->id, "uffd %u: model has pages [%#"
+				    PRIx64 ", %#" PRIx64 ") write-protected outside its "
+				    "WP-registered ranges", u->id, pos, re);
+			else {
+				r->disagreements++;
+				outside_more++;
+			}
+		}
+	}
+
+	if (c.more_runs)
+		add(r, VK_MORE, VC_PAGEMAP, u->id, "uffd %u: ... %u more differing WP runs (%"
+		    PRIu64 " pages) not listed", u->id, c.more_runs, c.more_pages);
+	if (outside_more)
+		add(r, VK_MORE, VC_MODEL, u->id, "uffd %u: ... %u more runs of WP pages outside "
+		    "WP ranges not listed", u->id, outside_more);
+	if (u->wp_async)
+		add(r, VK_NOTE, VC_PAGEMAP, u->id, "uffd %u: UFFD_FEATURE_WP_ASYNC: the kernel "
+		    "unprotects written pages by itself, so only kernel WP bits being a subset "
+		    "of the model's was checked (%" PRIu64 " model-protected page%s no longer "
+		    "protected in the kernel)", u->id, c.async_cleared,
+		    c.async_cleared == 1 ? " is" : "s are");
+	return 0;
+}
+
+static int check_pagemap(const struct um_state *st, pid_t pid, struct verify_report *r)
+{
+	bool any = false;
+	uint64_t maxp = 0;
+	for (uint32_t i = 0; i < st->nuffds; i++) {
+		const struct um_uffd *u = st->uffds[i];
+		if (!own_memory(st, u, pid))
+			continue;
+		for (uint32_t k = 0; k < u->nranges; k++) {
+			uint64_t np = (u->ranges[k].end - u->ranges[k].start) >> UM_PAGE_SHIFT;
+			if (np > maxp)
+				maxp = np;
+		}
+		any = any || u->nranges || u->wp.n;
+	}
+	if (!any)
+		return 0;
+	if (maxp > PM_CHUNK_PAGES)
+		maxp = PM_CHUNK_PAGES;
+	if (!maxp)
+		maxp = 1;
+	char err[300];
+	int pm = pf_pagemap_open(pid, err, sizeof(err));
+	if (pm < 0) {
+		fail(r, errno, err);
+		return -1;
+	}
+	uint64_t *ebuf = malloc(maxp * sizeof(*ebuf));
+	uint8_t *mbuf = malloc(maxp);
+	int rc = 0;
+	if (!ebuf || !mbuf) {
+		fail(r, ENOMEM, "out of memory");
+		rc = -1;
+	}
+	for (uint32_t i = 0; !rc && i < st->nuffds; i++) {
+		const struct um_uffd *u = st->uffds[i];
+		if (own_memory(st, u, pid))
+			rc = check_pagemap_uffd(u, pm, ebuf, mbuf, r);
+	}
+	free(ebuf);
+	free(mbuf);
+	close(pm);
+	return rc;
+}
+
+/* ---- (3) fdinfo of the model's fds ---- */
+
+static int check_fds_of(const struct um_state *st, pid_t pid, const struct um_uffd *u,
+			struct verify_report *r)
+{
+	bool file_checked = false;
+	char link[256], err[300];
+	if (u->nfds <= 0)
+		add(r, VK_NOTE, VC_FDINFO, u->id, "uffd %u: the model lists no fd for it", u->id);
+	for (int j = 0; j < u->nfds && j < UM_MAX_FDS; j++) {
+		int fd = u->fds[j];
+		if (pf_fd_link(pid, fd, link, sizeof(link)) < 0) {
+			if (errno != ENOENT) {
+				snprintf(err, sizeof(err), "cannot read /proc/%d/fd/%d: %s", (int)pid,
+					 fd, strerror(errno));
+				fail(r, errno, err);
+				return -1;
+			}
+			add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: not open in the "
+			    "kernel", u->id, fd);
+			continue;
+		}
+		if (strcmp(link, PF_UFFD_LINK) != 0) {
+			add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: kernel says it is "
+			    "\"%s\", not a userfaultfd", u->id, fd, link);
+			continue;
+		}
+		uint64_t ino;
+		if (pf_fd_ino(pid, fd, &ino) < 0) {
+			if (errno == ENOENT) {
+				add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: not open in the "
+				    "kernel", u->id, fd);
+				continue;
+			}
+			snprintf(err, sizeof(err), "cannot stat /proc/%d/fd/%d: %s", (int)pid, fd,
+				 strerror(errno));
+			fail(r, errno, err);
+			return -1;
+		}
+		if (ino != u->ino) {
+			const struct um_uffd *o = um_uffd_by_ino(st, ino);
+			char who[64] = "";
+			if (o && o != u)
+				snprintf(who, sizeof(who), " (the inode of model uffd %u)", o->id);
+			add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: kernel inode %" PRIu64
+			    "%s, model inode %" PRIu64, u->id, fd, ino, who, u->ino);
+			continue;
+		}
+		struct pf_fdinfo fi;
+		if (pf_read_fdinfo(pid, fd, &fi, err, sizeof(err)) < 0) {
+			if (errno == ENOENT) {
+				add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: not open in the "
+				    "kernel", u->id, fd);
+				continue;
+			}
+			fail(r, errno, err);
+			return -1;
+		}
+		bool k_cloexec = fi.flags & O_CLOEXEC, m_cloexec = u->fd_flags[j] & FD_CLOEXEC;
+		if (k_cloexec != m_cloexec)
+			add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: close-on-exec: model "
+			    "%s, kernel %s (fdinfo flags 0%o)", u->id, fd, m_cloexec ? "set" : "clear",
+			    k_cloexec ? "set" : "clear", fi.flags);
+		if (file_checked)
+			continue; /* the rest belongs to the open file, shared by every fd */
+		file_checked = true;
+		bool k_nb = fi.flags & O_NONBLOCK, m_nb = u->file_flags & O_NONBLOCK;
+		if (k_nb != m_nb)
+			add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: O_NONBLOCK: model %s, "
+			    "kernel %s (fdinfo flags 0%o)", u->id, fd, m_nb ? "set" : "clear",
+			    k_nb ? "set" : "clear", fi.flags);
+		if (!fi.has_api) {
+			add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: fdinfo has no "
+			    "userfaultfd \"API:\" line", u->id, fd);
+			continue;
+		}
+		uint64_t kf = fi.api_features;
+		char a[400], b[400];
+		if (u->api_done) {
+			uint64_t want = u->features_requested | KERNEL_FEATURE_INITIALIZED;
+			if (kf != want) {
+				if (!(kf & KERNEL_FEATURE_INITIALIZED)) {
+					um_features_str(u->features_requested, a, sizeof(a));
+					add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: model: "
+					    "UFFDIO_API done with features %#" PRIx64 " (%s), kernel: "
+					    "UFFDIO_API not done (fdinfo API features %#" PRIx64 ")",
+					    u->id, fd, u->features_requested, a, kf);
+				} else {
+					um_features_str(u->features_requested, a, sizeof(a));
+					um_features_str(kf & ~KERNEL_FEATURE_INITIALIZED, b, sizeof(b));
+					add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: requested "
+					    "features: model %#" PRIx64 " (%s), kernel %#" PRIx64 " (%s)",
+					    u->id, fd, u->features_requested, a,
+					    kf & ~KERNEL_FEATURE_INITIALIZED, b);
+				}
+			}
+		} else if (kf & KERNEL_FEATURE_INITIALIZED) {
+			um_features_str(kf & ~KERNEL_FEATURE_INITIALIZED, b, sizeof(b));
+			add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: model: UFFDIO_API not "
+			    "done, kernel: done with features %#" PRIx64 " (%s)", u->id, fd,
+			    kf & ~KERNEL_FEATURE_INITIALIZED, b);
+		}
+		if (fi.has_uffd && fi.total >= fi.pending &&
+		    fi.total - fi.pending != u->npending)
+			add(r, VK_NOTE, VC_FDINFO, u->id, "uffd %u: kernel has %" PRIu64 " fault%s "
+			    "read and not yet woken (%" PRIu64 " more queued unread); the model "
+			    "lists %u pending", u->id, fi.total - fi.pending,
+			    fi.total - fi.pending == 1 ? "" : "s", fi.pending, u->npending);
+	}
+	return 0;
+}
+
+/* ---- (4) every uffd fd of the process is in the model ---- */
+
+static int check_unknown_fds(const struct um_state *st, pid_t pid, struct verify_report *r)
+{
+	int *fds;
+	size_t n;
+	char err[300], link[256];
+	if (pf_list_fds(pid, &fds, &n, err, sizeof(err)) < 0) {
+		fail(r, errno, err);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (pf_fd_link(pid, fds[i], link, sizeof(link)) < 0 || strcmp(link, PF_UFFD_LINK))
+			continue;
+		if (um_uffd_by_fd(st, fds[i]))
+			continue;
+		uint64_t ino = 0;
+		char who[96] = "";
+		if (pf_fd_ino(pid, fds[i], &ino) == 0) {
+			const struct um_uffd *o = um_uffd_by_ino(st, ino);
+			if (o)
+				snprintf(who, sizeof(who), "; it is model uffd %u's file, which the "
+					 "model does not list under this fd", o->id);
+		}
+		add(r, VK_DISAGREE, VC_FDS, 0, "fd %d is a userfaultfd (inode %" PRIu64 ") that the "
+		    "model does not know%s", fds[i], ino, who);
+	}
+	free(fds);
+	return 0;
+}
+
+int verify_state(const struct um_state *st, pid_t pid, struct verify_report *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->nuffds = st->nuffds;
+	for (uint32_t i = 0; i < st->nuffds; i++) {
+		const struct um_uffd *u = st->uffds[i];
+		if (!own_memory(st, u, pid))
+		{
+			if (u->mm_pid)
+				add(r, VK_NOTE, VC_SMAPS, u->id, "uffd %u serves the memory of another "
+				    "process (pid %d): only its fds were checked", u->id,
+				    (int)u->mm_pid);
+			else
+				add(r, VK_NOTE, VC_SMAPS, u->id, "uffd %u serves the memory of an "
+				    "unknown process: only its fds were checked", u->id);
+		}
+	}
+	if (check_smaps(st, pid, r) < 0 || check_pagemap(st, pid, r) < 0)
+		return -1;
+	for (uint32_t i = 0; i < st->nuffds; i++)
+		if (check_fds_of(st, pid, st->uffds[i], r) < 0)
+			return -1;
+	if (check_unknown_fds(st, pid, r) < 0)
+		return -1;
+	if (r->unlisted)
+		add(r, VK_MORE, VC_MODEL, 0, "... %u more disagreements not listed", r->unlisted);
+	return r->disagreements ? 1 : 0;
+}

@@ -1,0 +1,166 @@
+/* shim.h - internals shared by the files of the preload library.
+ *
+ * Every wrapper follows one pattern: a cheap check decides whether the call
+ * concerns a userfaultfd at all (one byte load from the fd table); if not,
+ * the real function runs directly.  If it does, the real call runs first,
+ * unlocked, and what the kernel returned is then applied to the model under
+ * the model lock (shim_lock.c), and written to the trace if one is on.  No
+ * malloc, no stdio: memory comes from mmap, strings are formatted by hand. */
+#ifndef UFFDSHIM_SHIM_H
+#define UFFDSHIM_SHIM_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+#include <spawn.h>
+
+#include "um_model.h"
+
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#define SHIM_HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- shim_real.c: the functions we wrap, resolved with RTLD_NEXT ---- */
+struct shim_real {
+	long (*syscall)(long, ...);
+	int (*ioctl)(int, unsigned long, ...);
+	ssize_t (*read)(int, void *, size_t);
+	ssize_t (*read_chk)(int, void *, size_t, size_t);
+	ssize_t (*readv)(int, const struct iovec *, int);
+	int (*close)(int);
+	int (*dup)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*fcntl)(int, int, ...);
+	int (*fcntl64)(int, int, ...);
+	int (*open)(const char *, int, ...);
+	int (*open64)(const char *, int, ...);
+	int (*openat)(int, const char *, int, ...);
+	int (*openat64)(int, const char *, int, ...);
+	int (*open_2)(const char *, int);
+	int (*open64_2)(const char *, int);
+	int (*openat_2)(int, const char *, int);
+	int (*openat64_2)(int, const char *, int);
+	pid_t (*fork)(void);
+	int (*clone)(int (*)(void *), void *, int, void *, ...);
+	int (*execve)(const char *, char *const[], char *const[]);
+	int (*execveat)(int, const char *, char *const[], char *const[], int);
+	int (*fexecve)(int, char *const[], char *const[]);
+	int (*execvpe)(const char *, char *const[], char *const[]);
+	int (*posix_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			   const posix_spawnattr_t *, char *const[], char *const[]);
+	int (*posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *,
+			    const posix_spawnattr_t *, char *const[], char *const[]);
+	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	ssize_t (*recvmsg)(int, struct msghdr *, int);
+};
+extern struct shim_real real SHIM_HIDDEN;
+void shim_real_resolve(void) SHIM_HIDDEN;
+
+/* ---- shim_fdtab.c: what each fd number is, for the fast path ---- */
+enum { FD_NONE = 0, FD_UFFD = 1, FD_DEVUFFD = 2, FD_INTERNAL = 3 };
+#define SHIM_FDTAB_MAX 65536
+extern uint8_t shim_fdtab[SHIM_FDTAB_MAX] SHIM_HIDDEN;
+extern int shim_fdtab_high SHIM_HIDDEN; /* some uffd has fd >= SHIM_FDTAB_MAX */
+static inline int shim_fd_kind(int fd)
+{
+	if (likely((unsigned)fd < SHIM_FDTAB_MAX))
+		return __atomic_load_n(&shim_fdtab[fd], __ATOMIC_RELAXED);
+	return fd >= 0 && __atomic_load_n(&shim_fdtab_high, __ATOMIC_RELAXED) ? -1 : FD_NONE;
+}
+void shim_fd_set(int fd, int kind) SHIM_HIDDEN;
+/* Slow answer for fds above the table (-1 from shim_fd_kind). */
+int shim_fd_kind_slow(int fd) SHIM_HIDDEN;
+
+/* ---- shim_lock.c: the model lock and the quiesce gate ---- */
+/* Guards G.model.  Never held across a blocking call. */
+void shim_lock(void) SHIM_HIDDEN;
+void shim_unlock(void) SHIM_HIDDEN;
+/* True when this thread already holds the lock (a signal handler ran a
+ * wrapper while its thread was inside one): the caller must not lock. */
+bool shim_lock_held_by_me(void) SHIM_HIDDEN;
+/* In a fork child: reset the lock; true if another thread held it at the
+ * instant of fork (the child's copy of the model may then be torn). */
+bool shim_lock_after_fork_child(void) SHIM_HIDDEN;
+/* The fork child's side of fork/clone (shim_init.c). */
+void shim_after_fork_child(void) SHIM_HIDDEN;
+/* Take the lock to update the model, unless this thread holds it already
+ * (a wrapper re-entered from a signal handler): then count a missed update
+ * in the model and return false; the caller skips its update. */
+bool shim_model_enter(void) SHIM_HIDDEN;
+/* The gate: operations that change uffd state pass it before their real
+ * call; a quiesce (dump) closes it and waits for those in flight. */
+void shim_gate_enter(void) SHIM_HIDDEN;
+void shim_gate_leave(void) SHIM_HIDDEN;
+/* Close the gate and wait (up to timeout_ms) until nothing is in flight;
+ * takes the model lock on success. Returns 0 or -ETIMEDOUT. */
+int shim_quiesce(int timeout_ms) SHIM_HIDDEN;
+void shim_resume(void) SHIM_HIDDEN;
+/* Gate state is per process: reset it in a fork child. */
+void shim_gate_after_fork_child(void) SHIM_HIDDEN;
+
+/* ---- the process-wide state ---- */
+struct shim_global {
+	struct um_state model;
+	pid_t pid;
+	int initialized;
+	int own_ranges;          /* some uffd registered memory of this process */
+	int pagemap_fd;          /* /proc/self/pagemap, internal */
+	char lib_path[512];      /* absolute path of this library */
+};
+extern struct shim_global G SHIM_HIDDEN;
+
+void shim_init(void) SHIM_HIDDEN;
+uint64_t shim_now_ns(void) SHIM_HIDDEN;
+/* Recompute G.own_ranges (under the lock). */
+void shim_update_own_ranges(void) SHIM_HIDDEN;
+
+/* ---- shim_uffd.c: creating and tracking uffds ---- */
+/* A new uffd fd appeared in this process (created, received, fork event). */
+struct um_uffd *shim_track_new(int fd, uint32_t origin, uint32_t flags, pid_t mm_pid)
+	SHIM_HIDDEN;
+long shim_uffd_ioctl(int fd, unsigned long req, void *arg) SHIM_HIDDEN;
+long shim_devuffd_ioctl(int fd, unsigned long req, void *arg) SHIM_HIDDEN;
+void shim_note_open(int fd, const char *path) SHIM_HIDDEN;
+/* Record the messages a read() returned. */
+void shim_note_msgs(int fd, const void *buf, ssize_t n) SHIM_HIDDEN;
+
+/* ---- shim_maps.c ---- */
+/* Mappings of this process overlapping [start, end), from /proc/self/maps. */
+size_t shim_maps_read(uint64_t start, uint64_t end, struct um_mapping *out, size_t cap)
+	SHIM_HIDDEN;
+/* Read the uffd-wp bits of [start, start+npages) pages into wp[] (one byte
+ * per page). Returns 0 or -1. */
+int shim_pagemap_wp(uint64_t start, uint64_t npages, uint8_t *wp) SHIM_HIDDEN;
+
+/* ---- shim_trace.c ---- */
+extern int shim_tracing SHIM_HIDDEN;
+void shim_trace_init(void) SHIM_HIDDEN;
+void shim_trace_after_fork_child(void) SHIM_HIDDEN;
+void shim_trace_before_exec(void) SHIM_HIDDEN;
+void shim_trace(int kind, int fd, uint64_t ino, int64_t result, uint64_t a, uint64_t b,
+		uint64_t c, uint64_t d, uint64_t e) SHIM_HIDDEN;
+const char *shim_trace_path(void) SHIM_HIDDEN;
+
+/* ---- shim_ctl.c: the control socket thread ---- */
+void shim_ctl_ensure(void) SHIM_HIDDEN;
+void shim_ctl_after_fork_child(void) SHIM_HIDDEN;
+int shim_ctl_fd(void) SHIM_HIDDEN;
+/* Ask process pid's shim for its model of the uffd with inode ino. */
+int shim_ctl_import(pid_t pid, uint64_t ino, struct um_uffd *into) SHIM_HIDDEN;
+
+/* ---- shim_exec.c ---- */
+/* Serialize the model for the exec'd image; returns the env entry to add
+ * ("UFFDSHIM_HANDOFF=<fd>") in buf, or "" when nothing survives exec. */
+void shim_exec_prepare(char *buf, size_t len, int *memfd) SHIM_HIDDEN;
+void shim_exec_failed(int memfd) SHIM_HIDDEN;
+void shim_exec_adopt(void) SHIM_HIDDEN;
+
+/* ---- small string helpers (no stdio in the shim) ---- */
+size_t shim_utoa(uint64_t v, char *buf) SHIM_HIDDEN;/* decimal, NUL-terminated */
+void shim_log(const char *msg) SHIM_HIDDEN;  /* to stderr when UFFDSHIM_DEBUG */
+
+#endif

@@ -1,0 +1,325 @@
+/* shim_ctl.c - the control socket: one thread per shimmed process that has
+ * touched a uffd, serving the model to same-uid tools (include/uffdshim_ctl.h).
+ * The thread blocks every signal, so the app's signals never land on it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim.h"
+#include "shim_raw.h"
+#include "uffdshim_ctl.h"
+
+static int ctl_started;   /* 0 no, 1 starting/started */
+static int listen_fd = -1;
+
+int shim_ctl_fd(void)
+{
+	return listen_fd;
+}
+
+static socklen_t ctl_addr(pid_t pid, struct sockaddr_un *a)
+{
+	memset(a, 0, sizeof(*a));
+	a->sun_family = AF_UNIX;
+	size_t n = 1; /* abstract: leading NUL */
+	memcpy(a->sun_path + n, UCTL_ADDR_PREFIX, sizeof(UCTL_ADDR_PREFIX) - 1);
+	n += sizeof(UCTL_ADDR_PREFIX) - 1;
+	n += shim_utoa((uint64_t)pid, a->sun_path + n);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
+}
+
+static bool io_all(int fd, void *buf, size_t len, bool writing)
+{
+	uint8_t *p = buf;
+	while (len) {
+		long r = writing ? RAW4(SYS_sendto, fd, p, len, MSG_NOSIGNAL)
+				 : RAW3(SYS_read, fd, p, len);
+		if (r == -EINTR)
+			continue;
+		if (r <= 0)
+			return false;
+		p += r;
+		len -= (size_t)r;
+	}
+	return true;
+}
+
+static bool reply(int fd, uint32_t op, int32_t status, const void *payload, uint32_t len)
+{
+	struct uctl_hdr h = {.magic = UCTL_REP_MAGIC, .version = UCTL_VERSION, .op = op,
+			     .status = status, .len = len};
+	return io_all(fd, &h, sizeof(h), true) && (!len || io_all(fd, (void *)payload, len, true));
+}
+
+/* Serialize st (or its uffd with inode ino) and send it. Called locked. */
+static bool send_state(int fd, uint32_t op, const struct um_state *st, uint64_t ino)
+{
+	struct um_state one;
+	const struct um_state *src = st;
+	if (ino) {
+		um_state_init(&one, st->pid);
+		struct um_uffd *u = um_uffd_by_ino(st, ino);
+		if (!u)
+			return reply(fd, op, -ENOENT, NULL, 0);
+		if (!um_uffd_clone(&one, u)) {
+			um_state_free(&one);
+			return reply(fd, op, -ENOMEM, NULL, 0);
+		}
+		src = &one;
+	}
+	size_t size = um_serialize_size(src);
+	void *blob = um_zalloc(size);
+	size_t n = blob ? um_serialize(src, blob, size) : 0;
+	if (ino)
+		um_state_free(&one);
+	bool ok = blob ? reply(fd, op, 0, blob, (uint32_t)n) : reply(fd, op, -ENOMEM, NULL, 0);
+	um_free(blob, size);
+	return ok;
+}
+
+/* One connection: requests until the peer closes or sends garbage. */
+static void serve(int fd)
+{
+	struct ucred cred;
+	socklen_t cl = sizeof(cred);
+	if (RAW5(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 ||
+	    cred.uid != (uid_t)RAW0(SYS_getuid)) {
+		reply(fd, 0, -EPERM, NULL, 0);
+		return;
+	}
+	struct timeval tv = {5, 0};
+	RAW5(SYS_setsockopt, fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	bool quiesced = false;
+	for (;;) {
+		struct uctl_hdr h;
+		if (!io_all(fd, &h, sizeof(h), false))
+			break;
+		if (h.magic != UCTL_REQ_MAGIC || h.version != UCTL_VERSION || h.len > UCTL_MAX_REQ) {
+			reply(fd, h.op, -EPROTO, NULL, 0);
+			break;
+		}
+		uint8_t small[64];
+		if (h.len > sizeof(small)) { /* no request of ours is this long */
+			reply(fd, h.op, -EINVAL, NULL, 0);
+			break;
+		}
+		if (h.len && !io_all(fd, small, h.len, false))
+			break;
+		bool ok = true;
+		switch (h.op) {
+		case UCTL_PING: {
+			struct uctl_ping p;
+			memset(&p, 0, sizeof(p));
+			p.pid = G.pid;
+			shim_lock();
+			p.nuffds = G.model.nuffds;
+			shim_unlock();
+			memcpy(p.shim_version, "uffdshim 0.1", 13);
+			const char *tp = shim_trace_path();
+			size_t tl = strlen(tp);
+			if (tl < sizeof(p.trace_path))
+				memcpy(p.trace_path, tp, tl);
+			ok = reply(fd, h.op, 0, &p, sizeof(p));
+			break;
+		}
+		case UCTL_STATE:
+		case UCTL_UFFD_BY_INO: {
+			uint64_t ino = 0;
+			if (h.op == UCTL_UFFD_BY_INO) {
+				if (h.len != sizeof(ino)) {
+					ok = reply(fd, h.op, -EINVAL, NULL, 0) && false;
+					break;
+				}
+				memcpy(&ino, small, sizeof(ino));
+			}
+			if (!quiesced)
+				shim_lock();
+			ok = send_state(fd, h.op, &G.model, ino);
+			if (!quiesced)
+				shim_unlock();
+			break;
+		}
+		case UCTL_QUIESCE:
+			if (quiesced) {
+				ok = send_state(fd, h.op, &G.model, 0);
+				break;
+			}
+			if (shim_quiesce(2000) < 0) {
+				ok = reply(fd, h.op, -ETIMEDOUT, NULL, 0);
+				break;
+			}
+			quiesced = true;
+			ok = send_state(fd, h.op, &G.model, 0);
+			break;
+		case UCTL_RESUME:
+			if (quiesced) {
+				shim_resume();
+				quiesced = false;
+			}
+			ok = reply(fd, h.op, 0, NULL, 0);
+			break;
+		default:
+			reply(fd, h.op, -EINVAL, NULL, 0);
+			ok = false;
+		}
+		if (!ok)
+			break;
+	}
+	if (quiesced)
+		shim_resume(); /* a dump tool that dies must not leave the app frozen */
+}
+
+static void *ctl_thread(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		/* Wait in poll, not in accept: a blocked accept4 reserves the
+		 * lowest free fd number, which would shift the app's fds. */
+		struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
+		long pr = RAW3(SYS_poll, &pfd, 1, -1);
+		if (pr < 0 && pr != -EINTR)
+			break;
+		if (pr <= 0)
+			continue;
+		int c = (int)RAW4(SYS_accept4, listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (c == -EAGAIN)
+			continue;
+		if (c >= 0) { /* keep it out of the app's low fd numbers */
+			long hi = RAW3(SYS_fcntl, c, F_DUPFD_CLOEXEC, 930);
+			if (hi >= 0) {
+				RAW1(SYS_close, c);
+				c = (int)hi;
+			}
+			RAW3(SYS_fcntl, c, F_SETFL, 0); /* blocking, with SO_RCVTIMEO */
+		}
+		if (c < 0) {
+			if (c == -EINTR || c == -ECONNABORTED || c == -EMFILE || c == -ENFILE) {
+				struct timespec ts = {0, 10 * 1000 * 1000};
+				if (c != -EINTR)
+					RAW2(SYS_nanosleep, &ts, NULL);
+				continue;
+			}
+			break;
+		}
+		serve(c);
+		RAW1(SYS_close, c);
+	}
+	return NULL;
+}
+
+static void ctl_start(void)
+{
+	int fd = (int)RAW3(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	long hi = RAW3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 920);
+	if (hi >= 0) {
+		RAW1(SYS_close, fd);
+		fd = (int)hi;
+	}
+	struct sockaddr_un a;
+	socklen_t al = ctl_addr(G.pid, &a);
+	if (RAW3(SYS_bind, fd, &a, al) < 0 || RAW2(SYS_listen, fd, 8) < 0) {
+		RAW1(SYS_close, fd);
+		shim_log("control socket: bind/listen failed");
+		return;
+	}
+	listen_fd = fd;
+	shim_fd_set(fd, FD_INTERNAL);
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 256 * 1024);
+	if (pthread_create(&t, &attr, ctl_thread, NULL) != 0)
+		shim_log("control thread: pthread_create failed");
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+void shim_ctl_ensure(void)
+{
+	int expected = 0;
+	if (!__atomic_compare_exchange_n(&ctl_started, &expected, 1, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE))
+		return;
+	int err = errno;
+	ctl_start();
+	errno = err;
+}
+
+void shim_ctl_after_fork_child(void)
+{
+	/* The thread did not survive fork; the socket is the parent's name. */
+	if (listen_fd >= 0) {
+		shim_fd_set(listen_fd, FD_NONE);
+		RAW1(SYS_close, listen_fd);
+		listen_fd = -1;
+	}
+	ctl_started = 0;
+	if (G.model.nuffds)
+		shim_ctl_ensure();
+}
+
+int shim_ctl_import(pid_t pid, uint64_t ino, struct um_uffd *into)
+{
+	int fd = (int)RAW3(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -1;
+	struct timeval tv = {0, 300 * 1000};
+	RAW5(SYS_setsockopt, fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	RAW5(SYS_setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	struct sockaddr_un a;
+	socklen_t al = ctl_addr(pid, &a);
+	int rc = -1;
+	void *blob = NULL;
+	uint32_t blen = 0;
+	struct uctl_hdr h = {.magic = UCTL_REQ_MAGIC, .version = UCTL_VERSION,
+			     .op = UCTL_UFFD_BY_INO, .len = sizeof(ino)};
+	if (RAW3(SYS_connect, fd, &a, al) < 0 || !io_all(fd, &h, sizeof(h), true) ||
+	    !io_all(fd, &ino, sizeof(ino), true) || !io_all(fd, &h, sizeof(h), false) ||
+	    h.magic != UCTL_REP_MAGIC || h.status != 0 || h.len == 0 || h.len > (64u << 20))
+		goto out;
+	blen = h.len;
+	blob = um_zalloc(blen);
+	if (!blob || !io_all(fd, blob, blen, false))
+		goto out;
+	struct um_state st;
+	char err[160];
+	if (um_deserialize(&st, blob, blen, err, sizeof(err)) < 0 || st.nuffds != 1) {
+		if (st.nuffds != 1)
+			um_state_free(&st);
+		goto out;
+	}
+	/* Take its API state, registrations and protections; keep our fds. */
+	struct um_uffd *src = st.uffds[0];
+	into->create_flags = src->create_flags;
+	into->mm_pid = src->mm_pid;
+	into->api_done = src->api_done;
+	into->features_requested = src->features_requested;
+	into->features = src->features;
+	into->ioctls = src->ioctls;
+	into->wp_async = src->wp_async;
+	for (uint32_t k = 0; k < src->nranges; k++)
+		um_register(into, src->ranges[k].start, src->ranges[k].end, src->ranges[k].modes,
+			    src->ranges[k].ioctls, &src->ranges[k].map, 1);
+	um_wp_free(&into->wp);
+	um_wp_copy(&into->wp, &src->wp);
+	um_state_free(&st);
+	rc = 0;
+out:
+	um_free(blob, blen);
+	RAW1(SYS_close, fd);
+	return rc;
+}

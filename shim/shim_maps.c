@@ -1,0 +1,166 @@
+/* shim_maps.c - what backs a range (/proc/self/maps) and which of its pages
+ * the kernel holds write-protected (/proc/self/pagemap bit 57).  Parsed by
+ * hand into caller memory: no stdio, no malloc. */
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+
+#include "shim.h"
+#include "shim_raw.h"
+#include "uffd_compat.h"
+
+static uint64_t parse_hex(const char **p)
+{
+	uint64_t v = 0;
+	for (;; (*p)++) {
+		char c = **p;
+		if (c >= '0' && c <= '9')
+			v = v * 16 + (uint64_t)(c - '0');
+		else if (c >= 'a' && c <= 'f')
+			v = v * 16 + (uint64_t)(c - 'a' + 10);
+		else
+			return v;
+	}
+}
+
+static uint64_t parse_dec(const char **p)
+{
+	uint64_t v = 0;
+	while (**p >= '0' && **p <= '9')
+		v = v * 10 + (uint64_t)(*(*p)++ - '0');
+	return v;
+}
+
+static void skip_spaces(const char **p)
+{
+	while (**p == ' ' || **p == '\t')
+		(*p)++;
+}
+
+/* One line of /proc/self/maps into m; returns false if malformed. */
+static bool parse_line(const char *p, struct um_mapping *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->start = parse_hex(&p);
+	if (*p++ != '-')
+		return false;
+	m->end = parse_hex(&p);
+	skip_spaces(&p);
+	m->prot = (p[0] == 'r' ? PROT_READ : 0) | (p[1] == 'w' ? PROT_WRITE : 0) |
+		  (p[2] == 'x' ? PROT_EXEC : 0);
+	m->shared = p[3] == 's';
+	p += 4;
+	skip_spaces(&p);
+	m->offset = parse_hex(&p);
+	skip_spaces(&p);
+	uint64_t maj = parse_hex(&p);
+	if (*p++ != ':')
+		return false;
+	uint64_t min = parse_hex(&p);
+	m->dev = makedev(maj, min);
+	skip_spaces(&p);
+	m->ino = parse_dec(&p);
+	skip_spaces(&p);
+	size_t n = 0;
+	while (p[n] && p[n] != '\n')
+		n++;
+	if (n >= sizeof(m->name))
+		n = sizeof(m->name) - 1;
+	memcpy(m->name, p, n);
+	m->name[n] = 0;
+	m->pagesize = UM_PAGE_SIZE;
+	if (m->ino == 0 && !m->shared)
+		m->backing = UM_BACKING_ANON;
+	else if (strstr(m->name, "anon_hugepage") || strncmp(m->name, "/dev/hugepages", 14) == 0 ||
+		 strstr(m->name, "hugetlb"))
+		m->backing = UM_BACKING_HUGETLB;
+	else if (m->shared && (strncmp(m->name, "/dev/zero", 9) == 0 ||
+			       strncmp(m->name, "/memfd:", 7) == 0 ||
+			       strncmp(m->name, "/SYSV", 5) == 0 ||
+			       strncmp(m->name, "/dev/shm/", 9) == 0 || m->ino == 0))
+		m->backing = UM_BACKING_SHMEM;
+	else if (strncmp(m->name, "/memfd:", 7) == 0)
+		m->backing = UM_BACKING_SHMEM;
+	else
+		m->backing = UM_BACKING_FILE;
+	if (m->backing == UM_BACKING_HUGETLB)
+		m->pagesize = 2 * 1024 * 1024;
+	return true;
+}
+
+size_t shim_maps_read(uint64_t start, uint64_t end, struct um_mapping *out, size_t cap)
+{
+	int fd = (int)RAW4(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	char buf[4096];
+	size_t have = 0, n = 0;
+	bool done = false;
+	while (!done && n < cap) {
+		long r = RAW3(SYS_read, fd, buf + have, sizeof(buf) - 1 - have);
+		if (r <= 0)
+			done = true;
+		else
+			have += (size_t)r;
+		buf[have] = 0;
+		char *line = buf;
+		char *nl;
+		while ((nl = memchr(line, '\n', have - (size_t)(line - buf))) || (done && *line)) {
+			if (nl)
+				*nl = 0;
+			struct um_mapping m;
+			if (parse_line(line, &m) && m.end > start && m.start < end && n < cap)
+				out[n++] = m;
+			if (!nl)
+				break;
+			line = nl + 1;
+		}
+		size_t rest = have - (size_t)(line - buf);
+		if (done)
+			break;
+		memmove(buf, line, rest);
+		have = rest;
+		if (have >= sizeof(buf) - 1) /* absurd line: drop it */
+			have = 0;
+	}
+	RAW1(SYS_close, fd);
+	return n;
+}
+
+int shim_pagemap_wp(uint64_t start, uint64_t npages, uint8_t *wp)
+{
+	int fd = __atomic_load_n(&G.pagemap_fd, __ATOMIC_ACQUIRE);
+	if (fd < 0) {
+		fd = (int)RAW4(SYS_openat, AT_FDCWD, "/proc/self/pagemap", O_RDONLY | O_CLOEXEC, 0);
+		if (fd < 0)
+			return -1;
+		/* Keep it out of the app's way: move it high. */
+		long hi = RAW3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 900);
+		if (hi >= 0) {
+			RAW1(SYS_close, fd);
+			fd = (int)hi;
+		}
+		shim_fd_set(fd, FD_INTERNAL);
+		int expected = -1;
+		if (!__atomic_compare_exchange_n(&G.pagemap_fd, &expected, fd, false,
+						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+			shim_fd_set(fd, FD_NONE);
+			RAW1(SYS_close, fd);
+			fd = expected;
+		}
+	}
+	uint64_t ent[512];
+	for (uint64_t done = 0; done < npages;) {
+		uint64_t n = npages - done < 512 ? npages - done : 512;
+		long r = RAW4(SYS_pread64, fd, ent, n * 8,
+			      ((start >> UM_PAGE_SHIFT) + done) * 8);
+		if (r != (long)(n * 8))
+			return -1;
+		for (uint64_t i = 0; i < n; i++)
+			wp[done + i] = (ent[i] >> PM_BIT_UFFD_WP) & 1;
+		done += n;
+	}
+	return 0;
+}

@@ -1,0 +1,306 @@
+/* shim_uffd.c - what happens to the model when the app creates a uffd,
+ * issues a UFFDIO_* ioctl, or reads messages. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#include "shim.h"
+#include "shim_raw.h"
+#include "trace_format.h"
+#include "uffd_compat.h"
+
+#define MAX_MAPS 32
+
+static uint64_t fd_ino(int fd)
+{
+	struct stat st;
+	if (RAW2(SYS_fstat, fd, &st) < 0)
+		return 0;
+	return st.st_ino;
+}
+
+/* Copy len bytes from the app's memory without risking a fault. */
+static bool safe_copy(void *dst, const void *src, size_t len)
+{
+	struct iovec l = {dst, len}, r = {(void *)src, len};
+	return RAW6(SYS_process_vm_readv, RAW0(SYS_getpid), &l, 1, &r, 1, 0) == (long)len;
+}
+
+struct um_uffd *shim_track_new(int fd, uint32_t origin, uint32_t flags, pid_t mm_pid)
+{
+	uint64_t ino = fd_ino(fd);
+	struct um_uffd *u = NULL;
+	if (shim_model_enter()) {
+		/* A stale entry for this fd number (closed behind our back) goes. */
+		struct um_uffd *old = um_uffd_by_fd(&G.model, fd);
+		if (old) {
+			struct um_uffd *gone = um_fd_close(&G.model, fd);
+			if (gone)
+				um_uffd_remove(&G.model, gone);
+		}
+		u = um_uffd_new(&G.model, ino, origin, flags, mm_pid);
+		if (u) {
+			um_fd_add(u, fd, flags & O_CLOEXEC);
+			u->file_flags = flags & O_NONBLOCK;
+			u->last_change_ns = shim_now_ns();
+		}
+		shim_fd_set(fd, FD_UFFD);
+		shim_unlock();
+	}
+	if (shim_tracing)
+		shim_trace(UT_CREATE, fd, ino, fd, flags, origin, (uint64_t)mm_pid, 0, 0);
+	shim_ctl_ensure();
+	return u;
+}
+
+void shim_note_open(int fd, const char *path)
+{
+	size_t n = strlen(path);
+	if (n < 11 || strcmp(path + n - 11, "userfaultfd") != 0)
+		return;
+	struct stat st;
+	if (RAW2(SYS_fstat, fd, &st) == 0 && S_ISCHR(st.st_mode))
+		shim_fd_set(fd, FD_DEVUFFD);
+}
+
+long shim_devuffd_ioctl(int fd, unsigned long req, void *arg)
+{
+	long ret = real.ioctl(fd, req, arg);
+	if (req != USERFAULTFD_IOC_NEW || ret < 0)
+		return ret;
+	int err = errno;
+	shim_track_new((int)ret, UM_ORIGIN_DEVICE, (uint32_t)(uintptr_t)arg, G.pid);
+	errno = err;
+	return ret;
+}
+
+/* Is this one of the ioctls whose outcome changes the model? */
+static bool modelled(unsigned long req)
+{
+	switch (req) {
+	case UFFDIO_API: case UFFDIO_REGISTER: case UFFDIO_UNREGISTER: case UFFDIO_WAKE:
+	case UFFDIO_COPY: case UFFDIO_ZEROPAGE: case UFFDIO_WRITEPROTECT:
+	case UFFDIO_CONTINUE: case UFFDIO_POISON: case UFFDIO_MOVE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Page bits of [start, start+len) read back from the kernel into the model,
+ * in pieces that fit on the stack. */
+static void wp_readback(struct um_uffd *u, uint64_t start, uint64_t len)
+{
+	uint8_t wp[4096];
+	uint64_t npages = len >> UM_PAGE_SHIFT;
+	for (uint64_t done = 0; done < npages;) {
+		uint64_t n = npages - done < sizeof(wp) ? npages - done : sizeof(wp);
+		uint64_t a = start + (done << UM_PAGE_SHIFT);
+		if (shim_pagemap_wp(a, n, wp) == 0)
+			um_wp_sync(u, a, n, wp);
+		done += n;
+	}
+}
+
+static uint64_t op_kind(unsigned long req)
+{
+	switch (req) {
+	case UFFDIO_API: return UT_API;
+	case UFFDIO_REGISTER: return UT_REGISTER;
+	case UFFDIO_UNREGISTER: return UT_UNREGISTER;
+	case UFFDIO_WAKE: return UT_WAKE;
+	case UFFDIO_COPY: return UT_COPY;
+	case UFFDIO_ZEROPAGE: return UT_ZEROPAGE;
+	case UFFDIO_WRITEPROTECT: return UT_WRITEPROTECT;
+	case UFFDIO_CONTINUE: return UT_CONTINUE;
+	case UFFDIO_POISON: return UT_POISON;
+	default: return UT_MOVE;
+	}
+}
+
+/* The argument structs, as one union, copied after the kernel's answer. */
+union uffd_args {
+	struct uffdio_api api;
+	struct uffdio_register reg;
+	struct uffdio_range range;
+	struct uffdio_copy copy;
+	struct uffdio_zeropage zero;
+	struct uffdio_writeprotect wp;
+	struct uffdio_continue cont;
+	struct uffdio_poison poison;
+	struct uffdio_move move;
+};
+
+long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
+{
+	if (!modelled(req))
+		return real.ioctl(fd, req, arg);
+	uint64_t api_requested = 0;
+	if (req == UFFDIO_API && arg) { /* the kernel overwrites what was asked */
+		struct uffdio_api in;
+		if (safe_copy(&in, arg, sizeof(in)))
+			api_requested = in.features;
+	}
+	shim_gate_enter();
+	long ret = real.ioctl(fd, req, arg);
+	int err = errno;
+	long kret = ret < 0 ? -err : ret;
+	union uffd_args a;
+	size_t sz = _IOC_SIZE(req);
+	bool have = false;
+	if (sz <= sizeof(a) && arg) {
+		if (ret == 0 || err == EAGAIN)
+			memcpy(&a, arg, sz), have = true; /* the kernel wrote it back */
+		else if (err != EFAULT)
+			have = safe_copy(&a, arg, sz);
+	}
+	/* Maps are read outside the lock: a REGISTER needs its backing. */
+	struct um_mapping maps[MAX_MAPS];
+	size_t nmaps = 0;
+	if (req == UFFDIO_REGISTER && ret == 0 && have)
+		nmaps = shim_maps_read(a.reg.range.start, a.reg.range.start + a.reg.range.len,
+				       maps, MAX_MAPS);
+	uint64_t ino = 0, tr_a = 0, tr_b = 0, tr_c = 0, tr_d = 0, tr_e = 0;
+	if (shim_model_enter()) {
+		struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
+		if (u && have) {
+			ino = u->ino;
+			switch (req) {
+			case UFFDIO_API:
+				um_op_api(u, kret, api_requested, a.api.features, a.api.ioctls);
+				tr_a = u->features_requested; tr_d = a.api.features; tr_c = a.api.ioctls;
+				break;
+			case UFFDIO_REGISTER:
+				um_op_register(u, kret, a.reg.range.start, a.reg.range.len,
+					       a.reg.mode, a.reg.ioctls, maps, nmaps);
+				tr_a = a.reg.range.start; tr_b = a.reg.range.len;
+				tr_c = a.reg.mode; tr_d = a.reg.ioctls;
+				break;
+			case UFFDIO_UNREGISTER:
+				um_op_unregister(u, kret, a.range.start, a.range.len);
+				tr_a = a.range.start; tr_b = a.range.len;
+				break;
+			case UFFDIO_WAKE:
+				um_op_wake(u, kret, a.range.start, a.range.len);
+				tr_a = a.range.start; tr_b = a.range.len;
+				break;
+			case UFFDIO_COPY:
+				um_op_copy(u, kret, a.copy.dst, a.copy.len, a.copy.mode, a.copy.copy);
+				tr_a = a.copy.dst; tr_b = a.copy.len; tr_c = a.copy.mode;
+				tr_d = (uint64_t)a.copy.copy; tr_e = a.copy.src;
+				break;
+			case UFFDIO_ZEROPAGE:
+				um_op_zeropage(u, kret, a.zero.range.start, a.zero.range.len,
+					       a.zero.mode, a.zero.zeropage);
+				tr_a = a.zero.range.start; tr_b = a.zero.range.len;
+				tr_c = a.zero.mode; tr_d = (uint64_t)a.zero.zeropage;
+				break;
+			case UFFDIO_WRITEPROTECT: {
+				uint64_t s = a.wp.range.start, l = a.wp.range.len;
+				um_op_writeprotect(u, kret, s, l, a.wp.mode, NULL);
+				/* Protecting, or a failure that may have applied part of
+				 * the range: take the kernel's own bits. */
+				bool partial = ret < 0 && err != EINVAL && err != EFAULT &&
+					       err != EPERM && err != ESRCH;
+				if ((ret == 0 && (a.wp.mode & UFFDIO_WRITEPROTECT_MODE_WP)) || partial)
+					wp_readback(u, s & ~(UM_PAGE_SIZE - 1),
+						    (l + UM_PAGE_SIZE - 1) & ~(UM_PAGE_SIZE - 1));
+				tr_a = s; tr_b = l; tr_c = a.wp.mode;
+				break;
+			}
+			case UFFDIO_CONTINUE:
+				um_op_continue(u, kret, a.cont.range.start, a.cont.range.len,
+					       a.cont.mode, a.cont.mapped);
+				tr_a = a.cont.range.start; tr_b = a.cont.range.len;
+				tr_c = a.cont.mode; tr_d = (uint64_t)a.cont.mapped;
+				break;
+			case UFFDIO_POISON:
+				um_op_poison(u, kret, a.poison.range.start, a.poison.range.len,
+					     a.poison.mode, a.poison.updated);
+				tr_a = a.poison.range.start; tr_b = a.poison.range.len;
+				tr_c = a.poison.mode; tr_d = (uint64_t)a.poison.updated;
+				break;
+			case UFFDIO_MOVE:
+				um_op_move(u, kret, a.move.dst, a.move.src, a.move.len,
+					   a.move.mode, a.move.move);
+				tr_a = a.move.dst; tr_b = a.move.len; tr_c = a.move.mode;
+				tr_d = (uint64_t)a.move.move; tr_e = a.move.src;
+				break;
+			}
+			if (req == UFFDIO_REGISTER || req == UFFDIO_UNREGISTER)
+				shim_update_own_ranges();
+		} else if (u) {
+			ino = u->ino;
+			u->counters[UM_C_IOC_ERRORS]++;
+		}
+		shim_unlock();
+	}
+	if (shim_tracing)
+		shim_trace((int)op_kind(req), fd, ino, kret, tr_a, tr_b, tr_c, tr_d, tr_e);
+	shim_gate_leave();
+	errno = err;
+	return ret;
+}
+
+void shim_note_msgs(int fd, const void *buf, ssize_t n)
+{
+	const struct uffd_msg *msgs = buf;
+	size_t count = (size_t)n / sizeof(struct uffd_msg);
+	uint64_t t = shim_now_ns();
+	uint64_t ino = 0;
+	size_t nnew = 0;
+	if (shim_model_enter()) {
+		struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
+		if (u) {
+			ino = u->ino;
+			for (size_t i = 0; i < count; i++) {
+				struct um_uffd *forked = NULL;
+				struct uffd_msg m;
+				memcpy(&m, &msgs[i], sizeof(m));
+				um_msg(&G.model, u, &m, t, &forked);
+				u = um_uffd_by_fd(&G.model, fd); /* the clone may move arrays */
+				if (forked) {
+					int nfd = forked->fds[0];
+					forked->ino = fd_ino(nfd);
+					shim_fd_set(nfd, FD_UFFD);
+					nnew++;
+				}
+				if (!u)
+					break;
+			}
+		}
+		shim_unlock();
+	}
+	if (nnew)
+		shim_ctl_ensure();
+	if (!shim_tracing)
+		return;
+	for (size_t i = 0; i < count; i++) {
+		struct uffd_msg m;
+		memcpy(&m, &msgs[i], sizeof(m));
+		switch (m.event) {
+		case UFFD_EVENT_PAGEFAULT:
+			shim_trace(UT_MSG_PAGEFAULT, fd, ino, 0, m.arg.pagefault.address,
+				   m.arg.pagefault.feat.ptid, m.arg.pagefault.flags, 0, 0);
+			break;
+		case UFFD_EVENT_FORK:
+			shim_trace(UT_MSG_FORK, fd, ino, 0, m.arg.fork.ufd, 0, 0, 0, 0);
+			break;
+		case UFFD_EVENT_REMAP:
+			shim_trace(UT_MSG_REMAP, fd, ino, 0, m.arg.remap.from, m.arg.remap.to,
+				   m.arg.remap.len, 0, 0);
+			break;
+		case UFFD_EVENT_REMOVE:
+			shim_trace(UT_MSG_REMOVE, fd, ino, 0, m.arg.remove.start, m.arg.remove.end,
+				   0, 0, 0);
+			break;
+		case UFFD_EVENT_UNMAP:
+			shim_trace(UT_MSG_UNMAP, fd, ino, 0, m.arg.remove.start, m.arg.remove.end,
+				   0, 0, 0);
+			break;
+		}
+	}
+}

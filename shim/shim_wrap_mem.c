@@ -1,0 +1,110 @@
+/* shim_wrap_mem.c - memory calls that change registrations behind the
+ * app's back: munmap, mremap, madvise(DONTNEED/REMOVE), mmap(MAP_FIXED).
+ * They cost one flag load unless this process has registered memory. */
+#include <errno.h>
+#include <stdarg.h>
+#include <sys/mman.h>
+
+#include <sys/syscall.h>
+
+#include "shim.h"
+#include "shim_raw.h"
+
+/* These are thin system calls: issue them directly, so they work even
+ * while the dynamic linker is still resolving the shim's symbols. */
+static long sys_result(long r)
+{
+	if (r < 0 && r > -4096) {
+		errno = (int)-r;
+		return -1;
+	}
+	return r;
+}
+
+static inline bool have_ranges(void)
+{
+	return __atomic_load_n(&G.own_ranges, __ATOMIC_ACQUIRE) != 0;
+}
+
+static void unmapped(uint64_t start, uint64_t len)
+{
+	int err = errno;
+	if (shim_model_enter()) {
+		um_mem_unmap(&G.model, G.pid, start, len);
+		shim_update_own_ranges();
+		shim_unlock();
+	}
+	errno = err;
+}
+
+int munmap(void *addr, size_t len)
+{
+	int r = (int)sys_result(RAW2(SYS_munmap, addr, len));
+	if (unlikely(have_ranges()) && r == 0)
+		unmapped((uint64_t)addr, len);
+	return r;
+}
+
+void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
+{
+	void *want = NULL;
+	if (flags & MREMAP_FIXED) {
+		va_list ap;
+		va_start(ap, flags);
+		want = va_arg(ap, void *);
+		va_end(ap);
+	}
+	long rr = sys_result(RAW5(SYS_mremap, old, old_len, new_len, flags, want));
+	void *r = rr == -1 ? MAP_FAILED : (void *)rr;
+	if (unlikely(have_ranges()) && r != MAP_FAILED) {
+		int err = errno;
+		if (shim_model_enter()) {
+			/* MREMAP_FIXED replaces whatever was at the target. */
+			if (r != old)
+				um_mem_unmap(&G.model, G.pid, (uint64_t)r, new_len);
+			if (!(flags & MREMAP_DONTUNMAP))
+				um_mem_remap(&G.model, G.pid, (uint64_t)old, old_len,
+					     (uint64_t)r, new_len);
+			shim_update_own_ranges();
+			shim_unlock();
+		}
+		errno = err;
+	}
+	return r;
+}
+
+int madvise(void *addr, size_t len, int advice)
+{
+	int r = (int)sys_result(RAW3(SYS_madvise, addr, len, advice));
+	if (unlikely(have_ranges()) && r == 0 &&
+	    (advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == 24 /* DONTNEED_LOCKED */)) {
+		int err = errno;
+		if (shim_model_enter()) {
+			um_mem_dontneed(&G.model, G.pid, (uint64_t)addr, len);
+			shim_unlock();
+		}
+		errno = err;
+	}
+	return r;
+}
+
+static void *mapped(void *r, void *addr, size_t len, int flags)
+{
+	if (unlikely(have_ranges()) && r != MAP_FAILED && (flags & MAP_FIXED))
+		unmapped((uint64_t)r, len);
+	return r;
+}
+
+void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+	long r;
+	if (off & 4095) /* as glibc checks before the kernel sees it */
+		r = -EINVAL;
+	else
+		r = RAW6(SYS_mmap, addr, len, prot, flags, fd, off);
+	r = sys_result(r);
+	return mapped(r == -1 ? MAP_FAILED : (void *)r, addr, len, flags);
+}
+
+void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+	__attribute__((alias("mmap")));

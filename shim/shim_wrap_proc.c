@@ -1,0 +1,239 @@
+/* shim_wrap_proc.c - process life cycle: fork (the atfork hooks in
+ * shim_init.c do the child's side), clone without CLONE_VM, and the exec
+ * family, which must keep the shim preloaded and hand the surviving uffds'
+ * model to the new image. */
+#include <alloca.h>
+#include <errno.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shim.h"
+#include "shim_raw.h"
+#include "trace_format.h"
+
+#define ENSURE_INIT()                  \
+	do {                           \
+		if (unlikely(!real.fork)) \
+			shim_init();   \
+	} while (0)
+
+/* A FORK event delivered to this process before fork() returned here
+ * describes that child: now its pid is known. */
+static void fork_done(pid_t child)
+{
+	if (!shim_model_enter())
+		return;
+	for (uint32_t i = 0; i < G.model.nuffds; i++) {
+		struct um_uffd *u = G.model.uffds[i];
+		if (u->origin != UM_ORIGIN_FORK_EVENT || u->mm_pid != 0)
+			continue;
+		struct um_uffd *p = um_uffd_by_id(&G.model, (uint32_t)u->parent_id);
+		if (p && p->mm_pid == G.pid) {
+			u->mm_pid = child;
+			break;
+		}
+	}
+	shim_unlock();
+}
+
+pid_t fork(void)
+{
+	ENSURE_INIT();
+	pid_t r = real.fork();
+	if (r > 0) {
+		int err = errno;
+		fork_done(r);
+		if (shim_tracing)
+			shim_trace(UT_PROC_FORK, -1, 0, r, (uint64_t)r, 0, 0, 0, 0);
+		errno = err;
+	}
+	return r;
+}
+
+/* clone() without CLONE_VM makes a copy of the process that runs no atfork
+ * handler: the trampoline does the child's part. */
+struct clone_tramp {
+	int (*fn)(void *);
+	void *arg;
+};
+
+static int clone_child(void *p)
+{
+	struct clone_tramp t = *(struct clone_tramp *)p;
+	shim_after_fork_child();
+	return t.fn(t.arg);
+}
+
+int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
+{
+	va_list ap;
+	va_start(ap, arg);
+	void *ptid = va_arg(ap, void *), *tls = va_arg(ap, void *), *ctid = va_arg(ap, void *);
+	va_end(ap);
+	ENSURE_INIT();
+	if (flags & CLONE_VM)
+		return real.clone(fn, stack, flags, arg, ptid, tls, ctid);
+	struct clone_tramp t = {fn, arg};
+	int r = real.clone(clone_child, stack, flags, &t, ptid, tls, ctid);
+	int err = errno;
+	if (r > 0)
+		fork_done(r);
+	errno = err;
+	return r;
+}
+
+/* ---- exec ---- */
+
+/* Build the environment of the new image on the stack: LD_PRELOAD must
+ * name the shim, UFFDSHIM_* settings carry over, and the model of the uffds
+ * that survive exec is handed over in a memfd. */
+#define MAX_EXTRA 8
+static char **exec_env(char *const envp[], char **out, size_t cap, char *preload_buf,
+		       size_t plen, char *handoff)
+{
+	size_t n = 0;
+	bool have_preload = false;
+	const char *extra[MAX_EXTRA];
+	size_t nextra = 0;
+	for (size_t i = 0; envp && envp[i] && n + MAX_EXTRA + 2 < cap; i++) {
+		const char *e = envp[i];
+		if (strncmp(e, "UFFDSHIM_HANDOFF=", 17) == 0)
+			continue; /* stale */
+		if (strncmp(e, "LD_PRELOAD=", 11) == 0) {
+			if (!strstr(e, G.lib_path) && strlen(e) + strlen(G.lib_path) + 2 < plen) {
+				size_t l = strlen(G.lib_path);
+				memcpy(preload_buf, "LD_PRELOAD=", 11);
+				memcpy(preload_buf + 11, G.lib_path, l);
+				preload_buf[11 + l] = ':';
+				strcpy(preload_buf + 12 + l, e + 11);
+				e = preload_buf;
+			}
+			have_preload = true;
+		}
+		out[n++] = (char *)e;
+	}
+	if (!have_preload && G.lib_path[0] && strlen(G.lib_path) + 12 < plen) {
+		memcpy(preload_buf, "LD_PRELOAD=", 11);
+		strcpy(preload_buf + 11, G.lib_path);
+		extra[nextra++] = preload_buf;
+	}
+	/* Settings the app's envp may have dropped. */
+	static const char *const keep[] = {"UFFDSHIM_TRACE", "UFFDSHIM_DEBUG", NULL};
+	for (int k = 0; keep[k]; k++) {
+		const char *v = getenv(keep[k]);
+		if (!v)
+			continue;
+		size_t kl = strlen(keep[k]);
+		bool present = false;
+		for (size_t i = 0; i < n; i++)
+			if (strncmp(out[i], keep[k], kl) == 0 && out[i][kl] == '=')
+				present = true;
+		if (!present && nextra < MAX_EXTRA)
+			extra[nextra++] = v - kl - 1; /* environ holds "KEY=value" */
+	}
+	if (handoff[0] && nextra < MAX_EXTRA)
+		extra[nextra++] = handoff;
+	for (size_t i = 0; i < nextra; i++)
+		out[n++] = (char *)extra[i];
+	out[n] = NULL;
+	return out;
+}
+
+static size_t env_count(char *const envp[])
+{
+	size_t n = 0;
+	while (envp && envp[n])
+		n++;
+	return n;
+}
+
+#define EXEC_PREPARE(envp)                                                            \
+	ENSURE_INIT();                                                                \
+	size_t cap_ = env_count(envp) + MAX_EXTRA + 4;                                \
+	char **env_ = alloca(cap_ * sizeof(char *));                                  \
+	char *pre_ = alloca(8192);                                                     \
+	char handoff_[64];                                                            \
+	int memfd_ = -1;                                                              \
+	shim_exec_prepare(handoff_, sizeof(handoff_), &memfd_);                       \
+	if (shim_tracing) {                                                           \
+		shim_trace(UT_PROC_EXEC, -1, 0, 0, 0, 0, 0, 0, 0);                    \
+		shim_trace_before_exec();                                             \
+	}                                                                             \
+	char **newenv_ = exec_env(envp, env_, cap_, pre_, 8192, handoff_)
+
+#define EXEC_FINISH(r)                  \
+	do {                            \
+		int err_ = errno;       \
+		shim_exec_failed(memfd_); \
+		errno = err_;           \
+		return (r);             \
+	} while (0)
+
+int execve(const char *path, char *const argv[], char *const envp[])
+{
+	EXEC_PREPARE(envp);
+	int r = real.execve(path, argv, newenv_);
+	EXEC_FINISH(r);
+}
+
+int execveat(int dirfd, const char *path, char *const argv[], char *const envp[], int flags)
+{
+	EXEC_PREPARE(envp);
+	int r = real.execveat(dirfd, path, argv, newenv_, flags);
+	EXEC_FINISH(r);
+}
+
+int fexecve(int fd, char *const argv[], char *const envp[])
+{
+	EXEC_PREPARE(envp);
+	int r = real.fexecve(fd, argv, newenv_);
+	EXEC_FINISH(r);
+}
+
+int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+	EXEC_PREPARE(envp);
+	int r = real.execvpe(file, argv, newenv_);
+	EXEC_FINISH(r);
+}
+
+/* execv/execvp/execl* use environ, which still names the shim; they reach
+ * the kernel through glibc's internal execve, so wrap them too for the
+ * handoff of surviving uffds. */
+extern char **environ;
+
+int execv(const char *path, char *const argv[])
+{
+	return execve(path, argv, environ);
+}
+
+int execvp(const char *file, char *const argv[])
+{
+	return execvpe(file, argv, environ);
+}
+
+int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+		const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	ENSURE_INIT();
+	size_t cap = env_count(envp) + MAX_EXTRA + 4;
+	char **env = alloca(cap * sizeof(char *));
+	char *pre = alloca(8192);
+	char none[1] = "";
+	return real.posix_spawn(pid, path, fa, attr, argv, exec_env(envp, env, cap, pre, 8192, none));
+}
+
+int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+		 const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+	ENSURE_INIT();
+	size_t cap = env_count(envp) + MAX_EXTRA + 4;
+	char **env = alloca(cap * sizeof(char *));
+	char *pre = alloca(8192);
+	char none[1] = "";
+	return real.posix_spawnp(pid, file, fa, attr, argv, exec_env(envp, env, cap, pre, 8192, none));
+}
