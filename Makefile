@@ -72,11 +72,13 @@ $(B)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread -lm
 
-TEST_SCRIPTS := $(wildcard tests/*.sh)
+TEST_SCRIPTS := $(filter-out tests/tap-exec.sh,$(wildcard tests/*.sh))
+# TESTS=... runs a subset: make check TESTS="build/tests/model_ops_test"
+TESTS ?= $(TESTS_C) $(TEST_SCRIPTS)
 
 check: all
 	UFFDSHIM_BUILD=$(abspath $(B)) UFFDSHIM_SRC=$(abspath .) \
-	  prove --exec '' --timer $(TESTS_C) $(TEST_SCRIPTS)
+	  prove --exec $(abspath tests/tap-exec.sh) --timer $(TESTS)
 
 demo: all
 	UFFDSHIM_BUILD=$(abspath $(B)) sh demo/run-demos.sh

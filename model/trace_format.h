@@ -22,26 +22,27 @@ struct ut_header {
 	uint32_t page_size;
 	uint64_t start_ns;     /* CLOCK_MONOTONIC when the segment/run started */
 	int32_t pid;           /* writer pid (0 in a merged file) */
-	uint32_t reserved;
+	uint32_t dropped;      /* records lost: the segment was full or could
+				* not grow (a merged file sums its segments) */
 	char comm[16];         /* program name of the writer */
 };
 
 /* Record kinds. */
 enum ut_kind {
-	UT_CREATE = 1,     /* a=flags, b=how (1 syscall, 2 /dev/userfaultfd) */
+	UT_CREATE = 1,     /* a=flags, b=how (1 syscall, 2 /dev/userfaultfd), c=mm pid */
 	UT_API,            /* a=features requested, d=features granted, c=ioctls */
 	UT_REGISTER,       /* a=start, b=len, c=mode, d=ioctls returned */
 	UT_UNREGISTER,     /* a=start, b=len */
 	UT_WAKE,           /* a=start, b=len */
-	UT_COPY,           /* a=dst, b=len, c=mode, d=bytes copied (out field) */
+	UT_COPY,           /* a=dst, b=len, c=mode, d=bytes copied (out field), e=src */
 	UT_ZEROPAGE,       /* a=start, b=len, c=mode, d=bytes zeroed */
 	UT_WRITEPROTECT,   /* a=start, b=len, c=mode */
 	UT_CONTINUE,       /* a=start, b=len, c=mode, d=bytes mapped */
 	UT_POISON,         /* a=start, b=len, c=mode, d=bytes updated */
 	UT_MOVE,           /* a=dst, b=len, c=mode, d=bytes moved; e=src */
 	UT_CLOSE,          /* fd closed (the uffd may live on in other fds) */
-	UT_DUP,            /* a=new fd */
-	UT_MSG_PAGEFAULT,  /* a=address, c=pagefault flags, b=ptid */
+	UT_DUP,            /* a=new fd, b=1 if FD_CLOEXEC */
+	UT_MSG_PAGEFAULT,  /* a=address, c=pagefault flags, b=ptid; t_ns = when read() returned it */
 	UT_MSG_FORK,       /* a=new uffd fd in the reader */
 	UT_MSG_REMAP,      /* a=from, b=to, c=len */
 	UT_MSG_REMOVE,     /* a=start, b=end */
@@ -49,7 +50,8 @@ enum ut_kind {
 	UT_PROC_FORK,      /* a=child pid */
 	UT_PROC_EXEC,      /* the process exec'd (record written before exec) */
 	UT_SEND,           /* uffd sent over SCM_RIGHTS; a=peer pid if known */
-	UT_RECV,           /* uffd received; a=peer pid (whose memory it serves) */
+	UT_RECV,           /* uffd received; a=peer pid (whose memory it serves),
+			    * b=1 if the sender's shim gave its model */
 	UT_KIND_MAX
 };
 

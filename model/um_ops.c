@@ -293,6 +293,8 @@ void um_mem_remap(struct um_state *st, pid_t mm, uint64_t old, uint64_t old_len,
 				struct um_mapping m = last.map;
 				m.start = new + old_len;
 				m.end = new + new_len;
+				if (m.backing != UM_BACKING_ANON)
+					m.offset += old + old_len - last.start;
 				um_register(u, m.start, m.end, last.modes, last.ioctls, &m, 1);
 			}
 		} else {

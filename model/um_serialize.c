@@ -242,6 +242,8 @@ int um_deserialize(struct um_state *st, const void *buf, size_t len, char *err,
 		    w.nwpchunks > (uint64_t)(end - p) / sizeof(struct umw_wpchunk))
 			FAIL("uffd %u: counts out of bounds (fds %u, ranges %u, wp chunks %u, "
 			     "pending %u)", w.id, w.nfds, w.nranges, w.nwpchunks, w.npending);
+		if (w.id == 0 || um_uffd_by_id(st, w.id))
+			FAIL("uffd id %u is zero or appears twice", w.id);
 		char e2[200] = "";
 		if (load_uffd(st, &w, &p, end, e2, sizeof(e2)) < 0)
 			FAIL("%s", e2);

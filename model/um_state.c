@@ -208,7 +208,7 @@ void um_exec(struct um_state *st)
 		 * registrations, protections and waiting faults are gone. */
 		if (u->mm_pid == st->pid) {
 			u->nranges = 0;
-			um_wp_set(&u->wp, 0, ~0ULL & ~(UM_PAGE_SIZE - 1), false);
+			um_wp_free(&u->wp);
 			u->npending = 0;
 		}
 		u->origin = UM_ORIGIN_EXEC;

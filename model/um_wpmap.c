@@ -209,6 +209,7 @@ int um_wp_move(struct um_wpmap *m, uint64_t from, uint64_t to, uint64_t len)
 	while (um_wp_next_run(m, &cur, from + len, &rs, &re))
 		rc |= um_wp_set(&tmp, rs - from + to, re - from + to, true);
 	um_wp_set(m, from, from + len, false);
+	um_wp_set(m, to, to + len, false); /* what was at the target is replaced */
 	for (uint32_t i = 0; i < tmp.n; i++) {
 		uint64_t c2 = tmp.chunks[i].base;
 		while (um_wp_next_run(&tmp, &c2, tmp.chunks[i].base + CHUNK_SIZE, &rs, &re))

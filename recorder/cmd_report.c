@@ -527,6 +527,9 @@ static void print_text(FILE *o, const struct report *r, const struct output *x)
 	}
 	fprintf(o, ", page size %u, %zu records in %zu slots\n", tf->hdr.page_size, r->nused,
 		tf->nslots);
+	if (tf->hdr.dropped)
+		fprintf(o, "  WARNING: %u records were lost while tracing (segment full)\n",
+			tf->hdr.dropped);
 
 	fmt_s(buf, sizeof(buf), r->last_t - r->start_ns);
 	fprintf(o, "\nrun\n  duration   %s s\n", buf);

@@ -255,10 +255,15 @@ int cmd_status(int argc, char **argv)
 		uctl_close(&conn);
 		if (rc == UCTL_R_DENIED) {
 			uid_t me = geteuid();
-			fprintf(stderr, "uffd-record: pid %d: the shim refused the connection "
-				"(EPERM): it answers only its own uid %u, and uffd-record runs as uid "
-				"%u; run uffd-record as uid %u\n", (int)pid, (unsigned)ps.uid,
-				(unsigned)me, (unsigned)ps.uid);
+			if (me != ps.euid)
+				fprintf(stderr, "uffd-record: pid %d: the shim refused the connection "
+					"(EPERM): it answers only its own uid; the process runs as uid "
+					"%u, uffd-record as uid %u; run uffd-record as uid %u\n", (int)pid,
+					(unsigned)ps.euid, (unsigned)me, (unsigned)ps.euid);
+			else
+				fprintf(stderr, "uffd-record: pid %d: the shim refused the connection "
+					"(EPERM) although uffd-record runs as the process's uid %u\n",
+					(int)pid, (unsigned)me);
 			return EX_UNAVAILABLE;
 		}
 		if (rc == UCTL_R_TIMEOUT && (ps.state == 'T' || ps.state == 't'))

@@ -137,30 +137,31 @@ static int send_all(int fd, const void *buf, size_t len, int64_t deadline)
 	return 0;
 }
 
-/* Receive exactly len bytes: returns bytes received (< len on EOF), or
- * -errno (-ETIMEDOUT on the deadline). */
-static ssize_t recv_all(int fd, void *buf, size_t len, int64_t deadline)
+/* Receive up to len bytes into buf, *got counting what arrived: 0 when all
+ * len bytes came, 1 on end of file first, -errno on error (-ETIMEDOUT on the
+ * deadline). */
+static int recv_all(int fd, void *buf, size_t len, int64_t deadline, size_t *got)
 {
-	size_t got = 0;
-	while (got < len) {
-		ssize_t r = recv(fd, (char *)buf + got, len - got, MSG_DONTWAIT);
+	*got = 0;
+	while (*got < len) {
+		ssize_t r = recv(fd, (char *)buf + *got, len - *got, MSG_DONTWAIT);
 		if (r > 0) {
-			got += (size_t)r;
+			*got += (size_t)r;
 			continue;
 		}
 		if (r == 0)
-			return (ssize_t)got;
+			return 1;
 		if (errno == EINTR)
 			continue;
 		if (errno != EAGAIN && errno != EWOULDBLOCK)
-			return got ? (ssize_t)got : -errno;
+			return -errno;
 		int rc = wait_fd(fd, POLLIN, deadline);
 		if (rc == 0)
 			return -ETIMEDOUT;
 		if (rc < 0)
 			return -errno;
 	}
-	return (ssize_t)got;
+	return 0;
 }
 
 int uctl_call(struct uctl_conn *c, uint32_t op, const void *req, uint32_t reqlen,
@@ -187,25 +188,26 @@ int uctl_call(struct uctl_conn *c, uint32_t op, const void *req, uint32_t reqlen
 	/* On EPIPE/ECONNRESET the shim may still have answered (a refusal is sent
 	 * before it closes): read what is there. */
 	struct uctl_hdr rh;
-	ssize_t r = recv_all(c->fd, &rh, sizeof(rh), deadline);
+	size_t hgot;
+	int r = recv_all(c->fd, &rh, sizeof(rh), deadline, &hgot);
 	if (r == -ETIMEDOUT) {
 		snprintf(err, errlen, "no reply to %s within %d.%03d s", uctl_op_name(op),
 			 c->timeout_ms / 1000, c->timeout_ms % 1000);
 		return UCTL_R_TIMEOUT;
 	}
-	if (r < (ssize_t)sizeof(rh)) {
-		if (se)
-			snprintf(err, errlen, "sending the %s request failed: %s", uctl_op_name(op),
-				 strerror(-se));
-		else if (r < 0)
-			snprintf(err, errlen, "reading the reply to %s: %s", uctl_op_name(op),
-				 strerror((int)-r));
-		else if (r == 0)
+	if (r != 0) {
+		if (r == 1 && hgot == 0)
 			snprintf(err, errlen, "the shim closed the connection without answering %s",
 				 uctl_op_name(op));
+		else if (r == 1)
+			snprintf(err, errlen, "the reply to %s ends after %zu bytes, inside its "
+				 "%zu-byte header", uctl_op_name(op), hgot, sizeof(rh));
+		else if (se)
+			snprintf(err, errlen, "sending the %s request failed: %s", uctl_op_name(op),
+				 strerror(-se));
 		else
-			snprintf(err, errlen, "the reply to %s ends after %zd bytes, inside its "
-				 "%zu-byte header", uctl_op_name(op), r, sizeof(rh));
+			snprintf(err, errlen, "reading the reply to %s: %s", uctl_op_name(op),
+				 strerror(-r));
 		return UCTL_R_IO;
 	}
 	if (rh.magic != UCTL_REP_MAGIC) {
@@ -254,24 +256,24 @@ int uctl_call(struct uctl_conn *c, uint32_t op, const void *req, uint32_t reqlen
 			buf = nb;
 			cap = ncap;
 		}
-		size_t want = cap - got;
+		size_t want = cap - got, n;
 		deadline = now_ms() + c->timeout_ms; /* an idle timeout for big payloads */
-		r = recv_all(c->fd, buf + got, want, deadline);
+		r = recv_all(c->fd, buf + got, want, deadline, &n);
+		got += n;
 		if (r == -ETIMEDOUT) {
 			free(buf);
 			snprintf(err, errlen, "the reply to %s stalled after %zu of %u payload bytes "
-				 "(no data within %d.%03d s)", uctl_op_name(op), got, rh.len,
+				 "(no data for %d.%03d s)", uctl_op_name(op), got, rh.len,
 				 c->timeout_ms / 1000, c->timeout_ms % 1000);
 			return UCTL_R_TIMEOUT;
 		}
 		if (r < 0) {
 			free(buf);
 			snprintf(err, errlen, "reading the reply to %s: %s", uctl_op_name(op),
-				 strerror((int)-r));
+				 strerror(-r));
 			return UCTL_R_IO;
 		}
-		got += (size_t)r;
-		if ((size_t)r < want) {
+		if (r == 1) {
 			free(buf);
 			snprintf(err, errlen, "the reply to %s is truncated: its header announces "
 				 "%u payload bytes, the connection closed after %zu", uctl_op_name(op),

@@ -599,8 +599,12 @@ int pf_parse_status(const char *text, size_t len, struct pf_status *out)
 		out->state = *v;
 	if ((v = find_key(text, len, "Tgid", &le)) && dec_at(&v, le, &x))
 		out->tgid = (pid_t)x;
-	if ((v = find_key(text, len, "Uid", &le)) && dec_at(&v, le, &x))
-		out->uid = (uid_t)x;
+	if ((v = find_key(text, len, "Uid", &le)) && dec_at(&v, le, &x)) {
+		out->uid = out->euid = (uid_t)x;
+		skip_spaces(&v, le);
+		if (dec_at(&v, le, &x))
+			out->euid = (uid_t)x;
+	}
 	if ((v = find_key(text, len, "NSpid", &le))) {
 		while (v < le) {
 			if (!dec_at(&v, le, &x))

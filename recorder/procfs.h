@@ -105,7 +105,7 @@ struct pf_status {
 	char state;          /* 'R', 'S', 'T', 'Z', ... ; 0 if unknown */
 	pid_t tgid;
 	pid_t nspid_inner;   /* last NSpid entry (the pid the process sees) */
-	uid_t uid;           /* real uid */
+	uid_t uid, euid;     /* real and effective uid */
 	char name[64];
 };
 int pf_parse_status(const char *text, size_t len, struct pf_status *out);

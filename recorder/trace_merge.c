@@ -180,6 +180,7 @@ int trace_merge_segments(const char *trace_path)
 	size_t baselen, nvalid = 0, ninvalid = 0;
 	uint32_t page_size = 0;
 	uint64_t start_ns = 0;
+	uint32_t dropped = 0;
 	struct ut_header hdr;
 	FILE *f = NULL;
 	int fd = -1, ret = -1;
@@ -264,6 +265,7 @@ int trace_merge_segments(const char *trace_path)
 		}
 		if (s->tf.hdr.start_ns && (!start_ns || s->tf.hdr.start_ns < start_ns))
 			start_ns = s->tf.hdr.start_ns;
+		dropped += s->tf.hdr.dropped;
 	}
 	if (!page_size) {
 		long ps = sysconf(_SC_PAGESIZE);
@@ -291,6 +293,7 @@ int trace_merge_segments(const char *trace_path)
 	setvbuf(f, NULL, _IOFBF, 1 << 20);
 
 	trace_header_init(&hdr, page_size, start_ns, 0, "merged");
+	hdr.dropped = dropped;
 	if (fwrite(&hdr, sizeof(hdr), 1, f) != 1)
 		goto write_error;
 	written = write_merged(f, (struct segment *)segs->data, nvalid);

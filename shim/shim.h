@@ -143,6 +143,9 @@ void shim_trace_after_fork_child(void) SHIM_HIDDEN;
 void shim_trace_before_exec(void) SHIM_HIDDEN;
 void shim_trace(int kind, int fd, uint64_t ino, int64_t result, uint64_t a, uint64_t b,
 		uint64_t c, uint64_t d, uint64_t e) SHIM_HIDDEN;
+/* The same with the event's own time (e.g. when a message was read). */
+void shim_trace_at(uint64_t t_ns, int kind, int fd, uint64_t ino, int64_t result, uint64_t a,
+		   uint64_t b, uint64_t c, uint64_t d, uint64_t e) SHIM_HIDDEN;
 const char *shim_trace_path(void) SHIM_HIDDEN;
 
 /* ---- shim_ctl.c: the control socket thread ---- */

@@ -27,8 +27,15 @@ static struct {
 	uint64_t next;        /* next free slot (atomic) */
 	uint64_t file_recs;   /* slots backed by the file (atomic) */
 	int extending;
-	uint64_t dropped;
 } T = {.fd = -1};
+
+/* Records lost (segment full, or the file could not grow) are counted in
+ * the header, where readers report them. */
+static void dropped(void)
+{
+	struct ut_header *h = (struct ut_header *)T.map;
+	__atomic_fetch_add(&h->dropped, 1, __ATOMIC_RELAXED);
+}
 
 const char *shim_trace_path(void)
 {
@@ -157,9 +164,15 @@ void shim_trace_after_fork_child(void)
 void shim_trace(int kind, int fd, uint64_t ino, int64_t result, uint64_t a, uint64_t b,
 		uint64_t c, uint64_t d, uint64_t e)
 {
+	shim_trace_at(0, kind, fd, ino, result, a, b, c, d, e);
+}
+
+void shim_trace_at(uint64_t t_ns, int kind, int fd, uint64_t ino, int64_t result, uint64_t a,
+		   uint64_t b, uint64_t c, uint64_t d, uint64_t e)
+{
 	uint64_t i = __atomic_fetch_add(&T.next, 1, __ATOMIC_RELAXED);
 	if (i >= T.cap) {
-		__atomic_fetch_add(&T.dropped, 1, __ATOMIC_RELAXED);
+		dropped();
 		return;
 	}
 	uint64_t have = __atomic_load_n(&T.file_recs, __ATOMIC_ACQUIRE);
@@ -176,7 +189,7 @@ void shim_trace(int kind, int fd, uint64_t ino, int64_t result, uint64_t a, uint
 		}
 		while (i >= __atomic_load_n(&T.file_recs, __ATOMIC_ACQUIRE)) {
 			if (!__atomic_load_n(&T.extending, __ATOMIC_ACQUIRE)) {
-				__atomic_fetch_add(&T.dropped, 1, __ATOMIC_RELAXED);
+				dropped();
 				return; /* the file could not grow */
 			}
 		}
@@ -196,5 +209,6 @@ void shim_trace(int kind, int fd, uint64_t ino, int64_t result, uint64_t a, uint
 	r->c = c;
 	r->d = d;
 	r->e = e;
-	__atomic_store_n(&r->t_ns, shim_now_ns(), __ATOMIC_RELEASE);
+	/* t_ns last: a reader of a live segment never sees half a record. */
+	__atomic_store_n(&r->t_ns, t_ns ? t_ns : shim_now_ns(), __ATOMIC_RELEASE);
 }

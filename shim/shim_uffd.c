@@ -50,7 +50,7 @@ struct um_uffd *shim_track_new(int fd, uint32_t origin, uint32_t flags, pid_t mm
 		shim_fd_set(fd, FD_UFFD);
 		shim_unlock();
 	}
-	if (shim_tracing)
+	if (shim_tracing && (origin == UM_ORIGIN_SYSCALL || origin == UM_ORIGIN_DEVICE))
 		shim_trace(UT_CREATE, fd, ino, fd, flags, origin, (uint64_t)mm_pid, 0, 0);
 	shim_ctl_ensure();
 	return u;
@@ -283,22 +283,22 @@ void shim_note_msgs(int fd, const void *buf, ssize_t n)
 		memcpy(&m, &msgs[i], sizeof(m));
 		switch (m.event) {
 		case UFFD_EVENT_PAGEFAULT:
-			shim_trace(UT_MSG_PAGEFAULT, fd, ino, 0, m.arg.pagefault.address,
+			shim_trace_at(t, UT_MSG_PAGEFAULT, fd, ino, 0, m.arg.pagefault.address,
 				   m.arg.pagefault.feat.ptid, m.arg.pagefault.flags, 0, 0);
 			break;
 		case UFFD_EVENT_FORK:
-			shim_trace(UT_MSG_FORK, fd, ino, 0, m.arg.fork.ufd, 0, 0, 0, 0);
+			shim_trace_at(t, UT_MSG_FORK, fd, ino, 0, m.arg.fork.ufd, 0, 0, 0, 0);
 			break;
 		case UFFD_EVENT_REMAP:
-			shim_trace(UT_MSG_REMAP, fd, ino, 0, m.arg.remap.from, m.arg.remap.to,
+			shim_trace_at(t, UT_MSG_REMAP, fd, ino, 0, m.arg.remap.from, m.arg.remap.to,
 				   m.arg.remap.len, 0, 0);
 			break;
 		case UFFD_EVENT_REMOVE:
-			shim_trace(UT_MSG_REMOVE, fd, ino, 0, m.arg.remove.start, m.arg.remove.end,
+			shim_trace_at(t, UT_MSG_REMOVE, fd, ino, 0, m.arg.remove.start, m.arg.remove.end,
 				   0, 0, 0);
 			break;
 		case UFFD_EVENT_UNMAP:
-			shim_trace(UT_MSG_UNMAP, fd, ino, 0, m.arg.remove.start, m.arg.remove.end,
+			shim_trace_at(t, UT_MSG_UNMAP, fd, ino, 0, m.arg.remove.start, m.arg.remove.end,
 				   0, 0, 0);
 			break;
 		}

@@ -304,6 +304,13 @@ static void test_writeprotect(void)
 		   um_wp_test(&u->wp, R + 24 * P) && um_wp_count_range(&u->wp, R, R + 64 * P) == 10 + 6 + 8,
 	   "pages outside the readback keep their bits (0..9 and 24..31 protected)");
 	is_u64(u->counters[UM_C_IOC_WRITEPROTECT], 5, "5 WRITEPROTECT calls counted");
+	uint8_t pm2[4] = {2, 0x80, 0, 1};
+	um_wp_sync(u, R + 40 * P, 4, pm2);
+	ok(um_wp_test(&u->wp, R + 40 * P) && um_wp_test(&u->wp, R + 41 * P) &&
+		   !um_wp_test(&u->wp, R + 42 * P) && um_wp_test(&u->wp, R + 43 * P),
+	   "um_wp_sync: any non-zero byte means protected");
+	um_wp_sync(u, R + 40 * P, 4, (const uint8_t[4]){0});
+	is_u64(um_wp_count_range(&u->wp, R + 40 * P, R + 44 * P), 0, "um_wp_sync: zeros unprotect");
 
 	/* UNREGISTER clears WP and pending in its range only. */
 	struct uffd_msg f = pf_msg(R + 60 * P, UFFD_PAGEFAULT_FLAG_WP, 9);

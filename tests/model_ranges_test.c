@@ -285,7 +285,7 @@ static void test_maps(void)
 	       (struct want[]){{150, 160, M_MISSING, UM_BACKING_SHMEM},
 			       {160, 176, M_MISSING, UM_BACKING_UNKNOWN},
 			       {176, 180, M_MISSING, UM_BACKING_FILE}},
-	       3, "registration over a hole: the undescribed part has backing unknown");
+	       3, "registration over a hole: the part no map describes is kept as a range of unknown backing (the model's convention)");
 	is_u64(um_registered_bytes(u), 30 * P, "30 pages registered");
 	ok(u->ranges[2].map.offset == 0 && u->ranges[2].map.ino == 200 &&
 		   strcmp(u->ranges[2].map.name, "/tmp/f") == 0,

@@ -328,6 +328,55 @@ static void test_large(void)
 	um_wp_free(&m);
 }
 
+/* ---- running out of memory (um_alloc_set_ops) ---- */
+
+static bool oom;
+
+static void *t_map(size_t len)
+{
+	if (oom)
+		return NULL;
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void t_unmap(void *p, size_t len)
+{
+	munmap(p, len);
+}
+
+static void *t_remap(void *p, size_t o, size_t n)
+{
+	if (oom)
+		return NULL;
+	void *q = mremap(p, o, n, MREMAP_MAYMOVE);
+	return q == MAP_FAILED ? NULL : q;
+}
+
+static void test_oom(void)
+{
+	static const struct um_alloc_ops ops = {t_map, t_unmap, t_remap};
+	um_alloc_set_ops(&ops);
+	struct um_wpmap m = {0};
+	oom = true;
+	is_int(um_wp_set(&m, B, B + P, true), -1, "um_wp_set reports running out of memory");
+	ok(m.n == 0 && um_wp_count(&m) == 0, "and leaves the map empty");
+	oom = false;
+	um_wp_set(&m, B, B + P, true);
+	while (m.n < m.cap) /* fill the chunk array to its capacity */
+		um_wp_set(&m, B + (uint64_t)m.n * C, B + (uint64_t)m.n * C + P, true);
+	uint64_t n0 = m.n;
+	oom = true;
+	is_int(um_wp_set(&m, B + n0 * C, B + (n0 + 2) * C, true), -1,
+	       "setting bits that need a new chunk past capacity fails");
+	ok(m.n == n0 && um_wp_count(&m) == n0 && map_invariant(&m) == NULL, "the map is intact");
+	is_int(um_wp_set(&m, B + C, B + 2 * C + P, true), 0, "bits in existing chunks need no memory");
+	is_int(um_wp_set(&m, B, B + 3 * C, false), 0, "neither does clearing");
+	ok(um_wp_count(&m) == n0 - 3 && map_invariant(&m) == NULL, "counts right after both");
+	oom = false;
+	um_wp_free(&m);
+}
+
 /* ---- randomized cross-check against a plain bitmap ---- */
 
 #define NP 8192 /* 32 MiB window: 17 chunks touched since the base is unaligned */
@@ -482,6 +531,7 @@ int main(void)
 	test_runs();
 	test_move_copy();
 	test_large();
+	test_oom();
 	random_walk(0x5eed0001, 6000, false, "set/clear/copy");
 	random_walk(0x5eed0002, 6000, true, "set/clear/copy/move");
 	return done_testing();

@@ -14,6 +14,7 @@
 # TAP. Exit 77 (SKIP) without QEMU or when the guest cannot be built; only
 # the native part runs while build/libuffdshim.so or build/uffd-record is
 # missing.
+# shellcheck source=tests/qemu/qemu-lib.sh
 . "$(dirname "$0")/qemu/qemu-lib.sh"
 
 # ~220 MiB of snapshot at 32 MiB/s: a write-protect window of ~7 s.
@@ -114,7 +115,8 @@ run_once() {
     [ $rc = 0 ] || ql_dump "$src"
 
     # 7. load the snapshot in a new QEMU: the guest resumes and checks memory
-    local tl=$(ql_now)
+    local tl
+    tl=$(ql_now)
     rc=1
     if ql_qemu_start "$ld" native -incoming "exec:cat '$file'"; then
         st=$(ql_wait_status "$ld" 60 completed)

@@ -12,6 +12,7 @@
 # TAP. Exit 77 (SKIP) without QEMU or when the guest cannot be built; only
 # the native part runs while build/libuffdshim.so or build/uffd-record is
 # missing.
+# shellcheck source=tests/qemu/qemu-lib.sh
 . "$(dirname "$0")/qemu/qemu-lib.sh"
 
 # Post-copy bandwidth: ~190 MiB of guest RAM left at 24 MiB/s gives a
@@ -38,7 +39,6 @@ ql_diag "guest: $(cat "$QL_GUEST_DIR/kernel-package"), ${QL_MEM_MB} MiB, $QEMU $
 run_once() {
     local mode=$1 src=src-$1 dst=dst-$1 t0 tpc st rc n
     local w=$QL_WORK sock=$QL_WORK/mig-$1.sock
-    local -a skip_rest=()
     ql_diag "=== post-copy, destination $mode ==="
     t0=$(ql_now)
 

@@ -31,7 +31,9 @@ die() { say "$*"; exit 1; }
 
 BUSYBOX=/bin/busybox
 [ -x "$BUSYBOX" ] || BUSYBOX=$(command -v busybox || true)
-[ -n "$BUSYBOX" ] && [ -x "$BUSYBOX" ] || die "busybox not found (apt-get install busybox-static)"
+if [ -z "$BUSYBOX" ] || [ ! -x "$BUSYBOX" ]; then
+    die "busybox not found (apt-get install busybox-static)"
+fi
 # The guest needs a static busybox.
 if LC_ALL=C ldd "$BUSYBOX" >/dev/null 2>&1; then
     die "$BUSYBOX is dynamically linked (apt-get install busybox-static)"
@@ -45,10 +47,10 @@ pick_kernel() {
         echo "$UFFDSHIM_GUEST_KERNEL_PKG"; return 0
     fi
     pkg=$(apt-cache show --no-all-versions linux-image-cloud-amd64 2>/dev/null |
-          sed -n 's/^Depends:.*\(linux-image-[^ ,]*-cloud-amd64\).*/\1/p' | head -n1)
+          sed -n 's/^Depends:.*\(linux-image-[^ ,]*-cloud-amd64\).*/\1/p' | head -n1 || true)
     if [ -z "$pkg" ]; then
         pkg=$(apt-cache search --names-only '^linux-image-[0-9].*-cloud-amd64$' 2>/dev/null |
-              awk '{print $1}' | grep -v -- '-dbg' | sort -V | tail -n1)
+              awk '{print $1}' | grep -v -- '-dbg' | sort -V | tail -n1 || true)
     fi
     echo "$pkg"
 }
@@ -66,11 +68,20 @@ trap 'rm -rf "$TMP"' EXIT
 chmod 755 "$TMP"   # let apt-get download drop privileges to _apt
 
 say "kernel package: $KPKG"
-( cd "$TMP" && apt-get download -q "$KPKG" >&2 ) || die "apt-get download $KPKG failed"
-DEB=$(ls "$TMP"/*.deb 2>/dev/null | head -n1)
+if ! ( cd "$TMP" && apt-get download -q "$KPKG" >&2 ); then
+    # stale apt lists name a version the mirror no longer has: refresh once
+    [ "$(id -u)" = 0 ] || die "apt-get download $KPKG failed"
+    say "apt-get download $KPKG failed; running apt-get update and retrying"
+    apt-get update -qq >&2 || true
+    KPKG=$(pick_kernel)
+    [ -n "$KPKG" ] || die "no linux-image-*-cloud-amd64 package found in the apt lists"
+    say "kernel package: $KPKG"
+    ( cd "$TMP" && apt-get download -q "$KPKG" >&2 ) || die "apt-get download $KPKG failed"
+fi
+DEB=$(find "$TMP" -maxdepth 1 -name "*.deb" | head -n1)
 [ -n "$DEB" ] || die "apt-get download left no .deb"
 dpkg -x "$DEB" "$TMP/kpkg"
-VMLINUZ=$(ls "$TMP"/kpkg/boot/vmlinuz-* 2>/dev/null | head -n1)
+VMLINUZ=$(find "$TMP/kpkg/boot" -maxdepth 1 -name "vmlinuz-*" 2>/dev/null | sort | head -n1)
 [ -n "$VMLINUZ" ] || die "no /boot/vmlinuz-* in $DEB"
 
 # --- initramfs -------------------------------------------------------------

@@ -8,7 +8,10 @@
 # Env: UFFDSHIM_BUILD (build dir, default <repo>/build), UFFDSHIM_SRC (repo
 # root), UFFDSHIM_KEEP=1 keeps the work dir, QEMU (default
 # qemu-system-x86_64), UFFDSHIM_QEMU_STRACE=DIR runs every QEMU under strace
-# (uffd-related syscalls) writing DIR/NAME.strace.
+# (uffd-related syscalls) writing DIR/NAME.strace, UFFDSHIM_QEMU_VERBOSE=1
+# prints the whole "uffd-record status" output even when verify passes,
+# UFFDSHIM_QEMU_TRACE=1 runs shimmed QEMUs with "uffd-record run --trace" and
+# prints "uffd-record report" of the trace (diagnostics only).
 
 QL_LIBDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 : "${UFFDSHIM_SRC:=$(cd "$QL_LIBDIR/../.." && pwd)}"
@@ -232,7 +235,7 @@ qmp() { python3 "$QL_WORK/qmp.py" "$@"; }
 #   MODE: native | shim (shim = under "uffd-record run --")
 #   Files: $QL_WORK/NAME.{qmp,pid,serial,out}. Sets QL_QEMU_PID[NAME] once
 #   the pidfile appears (waits up to 30 s). Returns 1 if QEMU did not start.
-declare -A QL_QEMU_PID QL_WRAP_PID
+declare -A QL_QEMU_PID QL_WRAP_PID QL_WRAP_RC
 ql_qemu_start() {
     local name=$1 mode=$2; shift 2
     local w=$QL_WORK i
@@ -245,11 +248,15 @@ ql_qemu_start() {
     : > "$w/$name.serial"
     if [ -n "${UFFDSHIM_QEMU_STRACE:-}" ]; then  # debugging: strace QEMU's uffd use
         mkdir -p "$UFFDSHIM_QEMU_STRACE"
-        cmd=(strace -f -tt -e trace=userfaultfd,ioctl,close,read,poll,ppoll
+        cmd=(strace -f -tt -e "trace=userfaultfd,ioctl,close,read,poll,ppoll"
              -o "$UFFDSHIM_QEMU_STRACE/$name.strace" "${cmd[@]}")
     fi
     if [ "$mode" = shim ]; then
-        cmd=("$UFFDSHIM_BUILD/uffd-record" run -- "${cmd[@]}")
+        if [ "${UFFDSHIM_QEMU_TRACE:-0}" = 1 ]; then
+            cmd=("$UFFDSHIM_BUILD/uffd-record" run --trace "$w/$name.trace" -- "${cmd[@]}")
+        else
+            cmd=("$UFFDSHIM_BUILD/uffd-record" run -- "${cmd[@]}")
+        fi
     fi
     echo "${cmd[*]}" > "$w/$name.cmd"
     ( cd "$w" && exec "${cmd[@]}" ) </dev/null >"$w/$name.out" 2>&1 &
@@ -282,10 +289,15 @@ ql_qemu_quit() {
         for i in $(seq 1 50); do kill -0 "$wp" 2>/dev/null || break; sleep 0.1; done
         ql_kill_pid "$wp"
         wait "$wp" 2>/dev/null
+        # shellcheck disable=SC2034  # read by the test scripts
         QL_WRAP_RC[$name]=$?
     fi
+    if [ -e "$QL_WORK/$name.trace" ]; then
+        ql_diag "--- uffd-record report $name.trace ($(stat -c %s "$QL_WORK/$name.trace") bytes):"
+        ql_diag "$(timeout 60 "$UFFDSHIM_BUILD/uffd-record" report "$QL_WORK/$name.trace" 2>&1 |
+                   head -n 40 | sed 's/^/  /')"
+    fi
 }
-declare -A QL_WRAP_RC
 
 # ql_serial_count NAME REGEX: number of serial lines matching
 ql_serial_count() { grep -a -c -E "$2" "$QL_WORK/$1.serial" 2>/dev/null || true; }
@@ -337,7 +349,15 @@ ql_verify() {
     out=$(timeout 30 "$UFFDSHIM_BUILD/uffd-record" status "${QL_QEMU_PID[$name]}" --verify 2>&1)
     rc=$?
     ql_diag "uffd-record status ${QL_QEMU_PID[$name]} --verify ($label): exit $rc"
-    ql_diag "$(printf '%s\n' "$out" | head -n 40 | sed 's/^/  /')"
+    if [ $rc = 0 ] && [ "${UFFDSHIM_QEMU_VERBOSE:-0}" != 1 ]; then
+        # summary: the per-uffd headlines, counters and the verdict
+        out=$(printf '%s\n' "$out" |
+              grep -E '^pid |^ *uffd [0-9]|ranges:|write-protected:|pending faults:|counters:|verify' |
+              head -n 30)
+    else
+        out=$(printf '%s\n' "$out" | head -n 200)
+    fi
+    ql_diag "$(printf '%s\n' "$out" | sed 's/^/  /')"
     return $rc
 }
 
