@@ -44,7 +44,7 @@ all: $(LIBMODEL) $(LIBSHIM) $(TOOLS) $(DEMOS) $(TESTS_C) $(BENCHES)
 # Everything is position independent: the model links into the shim too.
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -fPIC $(if $(filter recorder/% replayer/% tools/%,$<),$(GLIB_CFLAGS)) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) -fPIC $(if $(filter recorder/% replayer/% tools/% criu/%,$<),$(GLIB_CFLAGS) -Itools/common -Irecorder) -c $< -o $@
 
 $(LIBMODEL): $(MODEL_OBJ)
 	@mkdir -p $(dir $@)

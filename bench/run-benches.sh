@@ -21,16 +21,15 @@ UFFDSHIM_BUILD=$build
 UFFDSHIM_LIB=${UFFDSHIM_LIB:-$build/libuffdshim.so}
 export UFFDSHIM_BUILD UFFDSHIM_LIB
 
-# fault_bench first, then every other executable regular file (not the
-# compiler's .d dependency files or anything else that is not a program).
-list=
-[ -x "$build/bench/fault_bench" ] && [ -f "$build/bench/fault_bench" ] && list=$build/bench/fault_bench
+is_prog() { [ -f "$1" ] && [ -x "$1" ]; }
+
+# fault_bench first, then every other executable regular file in name order
+# (not the compiler's .d dependency files or anything else not a program).
+count=0
 for f in "$build"/bench/*; do
-	[ -f "$f" ] && [ -x "$f" ] || continue
-	[ "$f" = "$build/bench/fault_bench" ] && continue
-	list="$list${list:+ }$f"
+	is_prog "$f" && count=$((count + 1))
 done
-if [ -z "$list" ]; then
+if [ "$count" -eq 0 ]; then
 	echo "run-benches: no benchmark programs in $build/bench" >&2
 	exit 2
 fi
@@ -43,12 +42,12 @@ else
 fi
 
 failed=
-for b in $list; do
-	name=$(basename "$b")
+run_one() {
+	name=$(basename "$1")
 	echo
 	echo "=== $name ==="
 	start=$(date +%s)
-	"$b"
+	"$1"
 	rc=$?
 	end=$(date +%s)
 	if [ "$rc" -eq 0 ]; then
@@ -57,6 +56,13 @@ for b in $list; do
 		echo "=== $name: FAILED (exit status $rc, $((end - start)) s) ==="
 		failed="$failed $name"
 	fi
+}
+
+first=$build/bench/fault_bench
+is_prog "$first" && run_one "$first"
+for f in "$build"/bench/*; do
+	[ "$f" = "$first" ] && continue
+	is_prog "$f" && run_one "$f"
 done
 
 echo

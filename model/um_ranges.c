@@ -130,19 +130,12 @@ int um_register(struct um_uffd *u, uint64_t start, uint64_t end, uint64_t modes,
 		struct um_range nr = {.start = maps[i].start, .end = maps[i].end,
 				      .modes = modes, .ioctls = ioctls, .map = maps[i]};
 		range_clip(&nr, start, end);
-		if (nr.start > covered) { /* a hole the maps did not describe */
-			struct um_range hole = {.start = covered, .end = nr.start,
-						.modes = modes, .ioctls = ioctls};
-			hole.map.start = covered;
-			hole.map.end = nr.start;
-			if (range_insert(u, &hole) < 0)
-				return -1;
-		}
+		/* A hole between mappings stays unregistered, as in the kernel. */
 		if (range_insert(u, &nr) < 0)
 			return -1;
 		covered = nr.end;
 	}
-	if (covered < end) {
+	if (nmaps == 0 && covered < end) { /* backing unknown: take the range whole */
 		struct um_range rest = {.start = covered, .end = end, .modes = modes,
 					.ioctls = ioctls};
 		rest.map.start = covered;

@@ -75,9 +75,26 @@ int um_wp_set(struct um_wpmap *m, uint64_t start, uint64_t end, bool on)
 	start &= ~(UM_PAGE_SIZE - 1);
 	end = (end + UM_PAGE_SIZE - 1) & ~(UM_PAGE_SIZE - 1);
 	int rc = 0;
+	if (!on) { /* visit only the chunks that exist */
+		uint32_t i = lower_bound(m, start & ~(CHUNK_SIZE - 1));
+		while (i < m->n && m->chunks[i].base < end) {
+			struct um_wpchunk *c = &m->chunks[i];
+			uint64_t s = start > c->base ? start : c->base;
+			uint64_t e = end - c->base > CHUNK_SIZE ? c->base + CHUNK_SIZE : end;
+			bits_apply(c->bits, (s - c->base) >> UM_PAGE_SHIFT,
+				   (e - c->base) >> UM_PAGE_SHIFT, false);
+			if (chunk_empty(c)) {
+				memmove(c, c + 1, (m->n - i - 1) * sizeof(*c));
+				m->n--;
+			} else {
+				i++;
+			}
+		}
+		return 0;
+	}
 	while (start < end) {
 		uint64_t base = start & ~(CHUNK_SIZE - 1);
-		uint64_t stop = base + CHUNK_SIZE < end ? base + CHUNK_SIZE : end;
+		uint64_t stop = end - base > CHUNK_SIZE ? base + CHUNK_SIZE : end;
 		struct um_wpchunk *c = chunk_get(m, base, on);
 		if (c) {
 			bits_apply(c->bits, (start - base) >> UM_PAGE_SHIFT,

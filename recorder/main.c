@@ -21,6 +21,8 @@ static const struct {
 	{"run", cmd_run, "run [--trace FILE] -- PROG ARGS   run PROG (and its children) under the shim"},
 	{"status", cmd_status, "status PID [--json] [--verify]  print the uffd state of a live shimmed process"},
 	{"report", cmd_report, "report FILE [--json] [--top N]   summarise a trace"},
+	{"dump", cmd_dump, "dump PID -D DIR [--leave-running|--kill] [--with-memory]  checkpoint the uffd state"},
+	{"show", cmd_show, "show DIR [--json]                 print a checkpoint image"},
 	{"merge-trace", cmd_merge_trace, NULL},
 };
 

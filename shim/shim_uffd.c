@@ -12,7 +12,7 @@
 #include "trace_format.h"
 #include "uffd_compat.h"
 
-#define MAX_MAPS 32
+#define MAX_MAPS 128
 
 static uint64_t fd_ino(int fd)
 {

@@ -328,6 +328,90 @@ static void test_large(void)
 	um_wp_free(&m);
 }
 
+/* ---- extreme ranges, each in a child with a time (and memory) limit ---- */
+
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <time.h>
+
+/* Runs fn in a child limited to secs seconds and 1 GiB of address space.
+ * Returns fn's result (0 = as expected), or -signal if the child died. */
+static int run_limited(int (*fn)(void), unsigned secs)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct rlimit rl = {1ULL << 30, 1ULL << 30};
+		setrlimit(RLIMIT_AS, &rl);
+		alarm(secs);
+		_exit(fn());
+	}
+	int status = 0;
+	if (pid < 0 || waitpid(pid, &status, 0) < 0)
+		return -1000;
+	if (WIFSIGNALED(status))
+		return -WTERMSIG(status);
+	return WEXITSTATUS(status);
+}
+
+static void report_limited(int rc, const char *what)
+{
+	if (!ok(rc == 0, "%s", what)) {
+		if (rc == -SIGALRM)
+			diag("the child did not finish in time (killed by SIGALRM)");
+		else if (rc < 0)
+			diag("the child died of signal %d (%s)", -rc, strsignal(-rc));
+		else
+			diag("the child found wrong results (check %d failed)", rc);
+	}
+}
+
+/* The last 2 MiB chunk of the 64-bit space: chunk base + 2 MiB wraps to 0. */
+static int top_of_space(void)
+{
+	const uint64_t top = 0xffffffffffe00000ULL, end = 0xfffffffffffff000ULL;
+	struct um_wpmap m = {0};
+	if (um_wp_set(&m, top + P, end, true) != 0)
+		return 1;
+	if (m.n != 1 || um_wp_count(&m) != 510 || !um_wp_test(&m, end - P) || um_wp_test(&m, top))
+		return 2;
+	um_wp_set(&m, top, end, false);
+	if (m.n != 0)
+		return 3;
+	return 0;
+}
+
+/* Clearing the whole 47-bit user address space of a map with 3 chunks: the
+ * cost should follow the map (3 chunks), not the range (2^26 chunks). */
+static int sparse_huge_clear(void)
+{
+	const uint64_t user_top = 1ULL << 47;
+	struct um_wpmap m = {0};
+	for (int i = 0; i < 100; i++) {
+		um_wp_set(&m, B, B + P, true);
+		um_wp_set(&m, B + 5 * C, B + 5 * C + P, true);
+		um_wp_set(&m, user_top - C, user_top - C + P, true);
+		um_wp_set(&m, 0, user_top, false);
+		if (m.n != 0)
+			return 1;
+	}
+	return 0;
+}
+
+static void test_extremes(void)
+{
+	report_limited(run_limited(top_of_space, 5),
+		       "set/clear in the last 2 MiB of the 64-bit space: only that chunk, terminates");
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	report_limited(run_limited(sparse_huge_clear, 5),
+		       "100 clears of the whole 47-bit user space on a 3-chunk map finish in 5 s");
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	note("  took %.3f s", (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
+}
+
 /* ---- running out of memory (um_alloc_set_ops) ---- */
 
 static bool oom;
@@ -531,6 +615,7 @@ int main(void)
 	test_runs();
 	test_move_copy();
 	test_large();
+	test_extremes();
 	test_oom();
 	random_walk(0x5eed0001, 6000, false, "set/clear/copy");
 	random_walk(0x5eed0002, 6000, true, "set/clear/copy/move");

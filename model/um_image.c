@@ -1,0 +1,183 @@
+/* um_image.c - write and validate the checkpoint image's state file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "um_image.h"
+
+uint32_t umi_crc32(uint32_t crc, const void *buf, size_t len)
+{
+	static uint32_t table[256];
+	if (!table[1]) {
+		for (uint32_t i = 0; i < 256; i++) {
+			uint32_t c = i;
+			for (int k = 0; k < 8; k++)
+				c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+			table[i] = c;
+		}
+	}
+	const uint8_t *p = buf;
+	crc = ~crc;
+	while (len--)
+		crc = table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
+static size_t pad8(size_t n)
+{
+	return (n + 7) & ~(size_t)7;
+}
+
+size_t umi_state_file_size(size_t state_len, size_t nruns, int with_process)
+{
+	size_t n = sizeof(struct umi_header);
+	n += sizeof(struct umi_section) + pad8(state_len);
+	n += sizeof(struct umi_section) + pad8(nruns * sizeof(struct umi_run));
+	if (with_process)
+		n += sizeof(struct umi_section) + pad8(sizeof(struct umi_process));
+	return n;
+}
+
+static uint8_t *put_section(uint8_t *p, uint32_t type, uint32_t flags, const void *payload,
+			    size_t len)
+{
+	struct umi_section s = {.type = type, .flags = flags, .length = len,
+				.crc = umi_crc32(0, payload, len)};
+	memcpy(p, &s, sizeof(s));
+	p += sizeof(s);
+	if (len)
+		memcpy(p, payload, len);
+	memset(p + len, 0, pad8(len) - len);
+	return p + pad8(len);
+}
+
+size_t umi_write_state_file(void *buf, size_t cap, int32_t pid, const char *comm,
+			    uint64_t created_ns, const void *state, size_t state_len,
+			    const struct umi_run *runs, size_t nruns,
+			    const struct umi_process *proc)
+{
+	size_t need = umi_state_file_size(state_len, nruns, proc != NULL);
+	if (cap < need)
+		return 0;
+	memset(buf, 0, need);
+	struct umi_header h;
+	memset(&h, 0, sizeof(h));
+	memcpy(h.magic, UMI_MAGIC, 8);
+	h.version = UMI_VERSION;
+	h.header_size = sizeof(h);
+	h.arch = UMI_ARCH_X86_64;
+	h.page_size = UM_PAGE_SIZE;
+	h.nsections = proc ? 3 : 2;
+	h.created_ns = created_ns;
+	h.pid = pid;
+	if (comm)
+		strncpy(h.comm, comm, sizeof(h.comm) - 1);
+	h.header_crc = umi_crc32(0, &h, sizeof(h));
+	uint8_t *p = buf;
+	memcpy(p, &h, sizeof(h));
+	p += sizeof(h);
+	p = put_section(p, UMI_SEC_STATE, 0, state, state_len);
+	p = put_section(p, UMI_SEC_MEMORY, 0, runs, nruns * sizeof(*runs));
+	if (proc)
+		p = put_section(p, UMI_SEC_PROCESS, UMI_SEC_OPTIONAL, proc, sizeof(*proc));
+	return (size_t)(p - (uint8_t *)buf);
+}
+
+#define FAIL(...)                                       \
+	do {                                            \
+		if (err)                                \
+			snprintf(err, errlen, __VA_ARGS__); \
+		return -1;                              \
+	} while (0)
+
+int umi_parse(const void *buf, size_t len, uint64_t pages_size, struct umi_image *img,
+	      char *err, size_t errlen)
+{
+	memset(img, 0, sizeof(*img));
+	if (len < sizeof(struct umi_header))
+		FAIL("%zu bytes is too short for an image header (%zu bytes): truncated or "
+		     "not an image", len, sizeof(struct umi_header));
+	struct umi_header h;
+	memcpy(&h, buf, sizeof(h));
+	if (memcmp(h.magic, UMI_MAGIC, 8) != 0)
+		FAIL("not a uffdshim image (bad magic)");
+	uint32_t crc = h.header_crc;
+	h.header_crc = 0;
+	if (umi_crc32(0, &h, sizeof(h)) != crc)
+		FAIL("image header is corrupt (checksum mismatch)");
+	h.header_crc = crc;
+	if (h.version > UMI_VERSION)
+		FAIL("image format version %u is newer than this build reads (%u)", h.version,
+		     UMI_VERSION);
+	if (h.version == 0 || h.header_size != sizeof(h))
+		FAIL("image header: version %u / header size %u not understood", h.version,
+		     h.header_size);
+	if (h.arch != UMI_ARCH_X86_64)
+		FAIL("image is for architecture %u, this machine is x86_64 (%u)", h.arch,
+		     UMI_ARCH_X86_64);
+	if (h.page_size != UM_PAGE_SIZE)
+		FAIL("image page size %u differs from this machine's %llu", h.page_size,
+		     (unsigned long long)UM_PAGE_SIZE);
+	img->hdr = h;
+	const uint8_t *p = (const uint8_t *)buf + sizeof(h), *end = (const uint8_t *)buf + len;
+	bool have_state = false, have_mem = false;
+	for (uint32_t i = 0; i < h.nsections; i++) {
+		struct umi_section s;
+		if ((size_t)(end - p) < sizeof(s))
+			FAIL("image truncated: section %u of %u is missing", i + 1, h.nsections);
+		memcpy(&s, p, sizeof(s));
+		p += sizeof(s);
+		if (s.length > (uint64_t)(end - p))
+			FAIL("image truncated: section %u (type %u) claims %llu bytes, %zu left",
+			     i + 1, s.type, (unsigned long long)s.length, (size_t)(end - p));
+		if (umi_crc32(0, p, s.length) != s.crc)
+			FAIL("image section %u (type %u) is corrupt (checksum mismatch)", i + 1,
+			     s.type);
+		switch (s.type) {
+		case UMI_SEC_STATE:
+			img->state = p;
+			img->state_len = s.length;
+			have_state = true;
+			break;
+		case UMI_SEC_MEMORY:
+			if (s.length % sizeof(struct umi_run))
+				FAIL("memory section length %llu is not a whole number of runs",
+				     (unsigned long long)s.length);
+			img->runs = (const struct umi_run *)p;
+			img->nruns = s.length / sizeof(struct umi_run);
+			have_mem = true;
+			break;
+		case UMI_SEC_PROCESS:
+			if (s.length == sizeof(struct umi_process))
+				img->proc = (const struct umi_process *)p;
+			break;
+		default:
+			if (!(s.flags & UMI_SEC_OPTIONAL))
+				FAIL("image has a required section of unknown type %u (written by a "
+				     "newer uffdshim?)", s.type);
+		}
+		p += pad8(s.length);
+		if (p > end)
+			p = end;
+	}
+	if (!have_state || !have_mem)
+		FAIL("image lacks its %s section", have_state ? "memory" : "state");
+	for (size_t i = 0; i < img->nruns; i++) {
+		const struct umi_run *r = &img->runs[i];
+		if ((r->addr & (UM_PAGE_SIZE - 1)) || r->npages == 0 ||
+		    r->npages > (1ULL << 40) || r->addr + r->npages * UM_PAGE_SIZE < r->addr)
+			FAIL("memory run %zu is malformed (addr %#llx, %llu pages)", i,
+			     (unsigned long long)r->addr, (unsigned long long)r->npages);
+		if (r->kind != UMI_RUN_DATA && r->kind != UMI_RUN_ZERO)
+			FAIL("memory run %zu has unknown kind %u", i, r->kind);
+		if (r->kind == UMI_RUN_DATA && pages_size != (uint64_t)-1 &&
+		    (r->offset % UM_PAGE_SIZE || r->offset > pages_size ||
+		     r->npages * UM_PAGE_SIZE > pages_size - r->offset))
+			FAIL("memory run %zu points past the end of %s (offset %#llx, %llu pages, "
+			     "file %llu bytes): the pages file is truncated", i, UMI_PAGES_FILE,
+			     (unsigned long long)r->offset, (unsigned long long)r->npages,
+			     (unsigned long long)pages_size);
+		if (i && r->addr < img->runs[i - 1].addr + img->runs[i - 1].npages * UM_PAGE_SIZE)
+			FAIL("memory runs %zu and %zu overlap or are out of order", i - 1, i);
+	}
+	return 0;
+}

@@ -1,0 +1,103 @@
+/* um_image.h - the checkpoint image: a versioned, self-describing container
+ * for one process's uffd state and (optionally) the contents of the pages in
+ * its registered ranges.  Byte-by-byte layout: docs/image-format.md.
+ *
+ * An image directory holds
+ *   uffd-state.img   header + sections (state blob, memory index, process)
+ *   uffd-pages.img   page contents, 4 KiB aligned, referenced by the index
+ * Pure C like the rest of the model: the writer works on caller buffers and
+ * the reader validates everything before anyone uses it, so the shim (restore
+ * before main) and the tools share this code. */
+#ifndef UFFDSHIM_UM_IMAGE_H
+#define UFFDSHIM_UM_IMAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "um_model.h"
+
+#define UMI_MAGIC "UFFDIMG\0"
+#define UMI_VERSION 1
+#define UMI_STATE_FILE "uffd-state.img"
+#define UMI_PAGES_FILE "uffd-pages.img"
+#define UMI_ARCH_X86_64 62 /* ELF e_machine */
+
+/* Section types.  A reader skips a section it does not know when the
+ * section's UMI_SEC_OPTIONAL flag is set, and refuses the image otherwise. */
+enum umi_section_type {
+	UMI_SEC_STATE = 1,   /* the state blob (um_serialize) */
+	UMI_SEC_MEMORY = 2,  /* array of struct umi_run */
+	UMI_SEC_PROCESS = 3, /* struct umi_process */
+};
+#define UMI_SEC_OPTIONAL 1u
+
+struct umi_header {
+	char magic[8];          /* UMI_MAGIC */
+	uint32_t version;       /* UMI_VERSION */
+	uint32_t header_size;   /* sizeof(struct umi_header) */
+	uint32_t arch;          /* UMI_ARCH_X86_64 */
+	uint32_t page_size;     /* 4096 */
+	uint32_t nsections;
+	uint32_t flags;         /* reserved, 0 */
+	uint64_t created_ns;    /* CLOCK_REALTIME at dump */
+	int32_t pid;            /* the dumped process */
+	uint32_t header_crc;    /* crc32 of this header with header_crc = 0 */
+	char comm[16];
+};
+
+struct umi_section {
+	uint32_t type;          /* enum umi_section_type */
+	uint32_t flags;         /* UMI_SEC_OPTIONAL */
+	uint64_t length;        /* payload bytes that follow (then padding to 8) */
+	uint32_t crc;           /* crc32 of the payload */
+	uint32_t reserved;
+};
+
+/* A run of pages of one uffd's registered memory. */
+enum umi_run_kind {
+	UMI_RUN_DATA = 1,       /* contents in uffd-pages.img at offset */
+	UMI_RUN_ZERO = 2,       /* present, all zero: not stored */
+};
+struct umi_run {
+	uint64_t addr;          /* page aligned */
+	uint64_t npages;
+	uint64_t offset;        /* in uffd-pages.img (DATA), 0 for ZERO */
+	uint32_t kind;          /* enum umi_run_kind */
+	uint32_t crc;           /* crc32 of the run's bytes (DATA) */
+	uint32_t uffd_id;       /* the uffd whose range holds it */
+	uint32_t reserved;
+};
+
+struct umi_process {
+	int32_t pid;
+	uint32_t flags;         /* UMI_PROC_* */
+	char exe[256];          /* /proc/PID/exe at dump time */
+};
+#define UMI_PROC_WITH_MEMORY 1u /* the memory section lists every present page */
+
+uint32_t umi_crc32(uint32_t crc, const void *buf, size_t len);
+
+/* A parsed, validated state file. Pointers point into the caller's buffer. */
+struct umi_image {
+	struct umi_header hdr;
+	const void *state;      /* the state blob */
+	size_t state_len;
+	const struct umi_run *runs;
+	size_t nruns;
+	const struct umi_process *proc; /* NULL if absent */
+};
+
+/* Validate buf (the whole uffd-state.img) and fill img.  Returns 0, or -1
+ * with a reason in err.  pages_size is the size of uffd-pages.img (or
+ * (uint64_t)-1 if it is not to be checked). */
+int umi_parse(const void *buf, size_t len, uint64_t pages_size, struct umi_image *img,
+	      char *err, size_t errlen);
+
+/* Writer: sizes, then one call that lays out header + sections into buf. */
+size_t umi_state_file_size(size_t state_len, size_t nruns, int with_process);
+size_t umi_write_state_file(void *buf, size_t cap, int32_t pid, const char *comm,
+			    uint64_t created_ns, const void *state, size_t state_len,
+			    const struct umi_run *runs, size_t nruns,
+			    const struct umi_process *proc);
+
+#endif

@@ -1,0 +1,378 @@
+/* cmd_dump.c - uffd-record dump PID -D DIR [--leave-running|--kill]
+ * [--with-memory]: write the complete uffd state of a shimmed process.
+ *
+ * Consistency: the shim is quiesced first (no uffd operation of the app runs
+ * until we resume it); with --with-memory the process is also stopped
+ * (SIGSTOP) while its registered pages are read, so the contents match the
+ * state.  Order on the way out: pages and state written, then SIGKILL
+ * (--kill) or SIGCONT + resume (default, --leave-running). */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <glib.h>
+
+#include "commands.h"
+#include "ctl_client.h"
+#include "image_io.h"
+#include "uffd_compat.h"
+
+#define BATCH_PAGES 256
+
+#define OUTBUF (4u << 20)
+
+struct pages_out {
+	int fd;
+	uint8_t *buf;     /* pending page data, written OUTBUF at a time */
+	size_t buffered;
+	uint64_t offset;
+	GArray *runs; /* struct umi_run */
+	uint64_t data_pages, zero_pages;
+};
+
+static bool is_zero(const uint64_t *p)
+{
+	for (size_t i = 0; i < UM_PAGE_SIZE / 8; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Append a page of the given kind to the runs, merging with the last run. */
+static int add_page(struct pages_out *o, uint32_t uffd, uint64_t addr, const void *data)
+{
+	bool zero = is_zero(data);
+	struct umi_run *last = o->runs->len ? &g_array_index(o->runs, struct umi_run,
+							     o->runs->len - 1) : NULL;
+	uint32_t kind = zero ? UMI_RUN_ZERO : UMI_RUN_DATA;
+	if (!zero) {
+		if (o->buffered == OUTBUF) {
+			if (write_all(o->fd, o->buf, o->buffered) < 0)
+				return -1;
+			o->buffered = 0;
+		}
+		memcpy(o->buf + o->buffered, data, UM_PAGE_SIZE);
+		o->buffered += UM_PAGE_SIZE;
+	}
+	if (last && last->kind == kind && last->uffd_id == uffd &&
+	    last->addr + last->npages * UM_PAGE_SIZE == addr &&
+	    (kind == UMI_RUN_ZERO || last->offset + last->npages * UM_PAGE_SIZE == o->offset)) {
+		last->npages++;
+		if (!zero)
+			last->crc = umi_crc32(last->crc, data, UM_PAGE_SIZE);
+	} else {
+		struct umi_run r = {.addr = addr, .npages = 1, .kind = kind, .uffd_id = uffd,
+				    .offset = zero ? 0 : o->offset,
+				    .crc = zero ? 0 : umi_crc32(0, data, UM_PAGE_SIZE)};
+		g_array_append_val(o->runs, r);
+	}
+	if (zero) {
+		o->zero_pages++;
+	} else {
+		o->offset += UM_PAGE_SIZE;
+		o->data_pages++;
+	}
+	return 0;
+}
+
+/* Read the present pages of [start, end) of pid into o. */
+static int dump_range(pid_t pid, int pagemap, uint32_t uffd, uint64_t start, uint64_t end,
+		      struct pages_out *o, char *err, size_t errlen)
+{
+	static uint64_t ent[BATCH_PAGES];
+	static uint8_t buf[BATCH_PAGES * UM_PAGE_SIZE];
+	for (uint64_t a = start; a < end;) {
+		uint64_t n = (end - a) / UM_PAGE_SIZE;
+		if (n > BATCH_PAGES)
+			n = BATCH_PAGES;
+		ssize_t r = pread(pagemap, ent, n * 8, (off_t)(a / UM_PAGE_SIZE * 8));
+		if (r != (ssize_t)(n * 8)) {
+			snprintf(err, errlen, "reading /proc/%d/pagemap: %s", pid,
+				 r < 0 ? strerror(errno) : "short read");
+			return -1;
+		}
+		/* Read the present/swapped pages in runs with process_vm_readv. */
+		for (uint64_t i = 0; i < n;) {
+			bool in = (ent[i] >> PM_BIT_PRESENT & 1) || (ent[i] >> PM_BIT_SWAPPED & 1);
+			if (!in) {
+				i++;
+				continue;
+			}
+			uint64_t j = i;
+			while (j < n && ((ent[j] >> PM_BIT_PRESENT & 1) || (ent[j] >> PM_BIT_SWAPPED & 1)))
+				j++;
+			struct iovec l = {buf, (j - i) * UM_PAGE_SIZE};
+			struct iovec rv = {(void *)(a + i * UM_PAGE_SIZE), (j - i) * UM_PAGE_SIZE};
+			ssize_t got = process_vm_readv(pid, &l, 1, &rv, 1, 0);
+			if (got != (ssize_t)l.iov_len) {
+				snprintf(err, errlen, "reading memory of pid %d at %#llx: %s", pid,
+					 (unsigned long long)(a + i * UM_PAGE_SIZE),
+					 got < 0 ? strerror(errno) : "short read");
+				return -1;
+			}
+			for (uint64_t k = i; k < j; k++)
+				if (add_page(o, uffd, a + k * UM_PAGE_SIZE,
+					     buf + (k - i) * UM_PAGE_SIZE) < 0) {
+					snprintf(err, errlen, "writing %s: %s", UMI_PAGES_FILE,
+						 strerror(errno));
+					return -1;
+				}
+			i = j;
+		}
+		a += n * UM_PAGE_SIZE;
+	}
+	return 0;
+}
+
+static int cmp_range_start(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+	return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+static int dump_memory(pid_t pid, const struct um_state *st, const char *dir,
+		       struct pages_out *o, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 64];
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	int pm = open(path, O_RDONLY | O_CLOEXEC);
+	if (pm < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof(path), "%s/.%s.tmp", dir, UMI_PAGES_FILE);
+	o->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (o->fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		close(pm);
+		return -1;
+	}
+	/* Ranges of the uffds serving this pid's memory, in address order. */
+	GArray *rs = g_array_new(FALSE, FALSE, sizeof(uint64_t) * 3);
+	for (uint32_t i = 0; i < st->nuffds; i++) {
+		const struct um_uffd *u = st->uffds[i];
+		if (u->mm_pid != pid)
+			continue;
+		for (uint32_t k = 0; k < u->nranges; k++) {
+			uint64_t e[3] = {u->ranges[k].start, u->ranges[k].end, u->id};
+			g_array_append_val(rs, e);
+		}
+	}
+	qsort(rs->data, rs->len, sizeof(uint64_t) * 3, cmp_range_start);
+	int rc = 0;
+	for (guint i = 0; i < rs->len && rc == 0; i++) {
+		uint64_t *e = (uint64_t *)rs->data + i * 3;
+		rc = dump_range(pid, pm, (uint32_t)e[2], e[0], e[1], o, err, errlen);
+	}
+	g_array_free(rs, TRUE);
+	close(pm);
+	if (rc == 0 && o->buffered && write_all(o->fd, o->buf, o->buffered) < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		rc = -1;
+	}
+	o->buffered = 0;
+	if (rc == 0 && (fsync(o->fd) < 0 || close(o->fd) < 0)) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		rc = -1;
+	} else if (rc != 0) {
+		close(o->fd);
+	}
+	o->fd = -1;
+	char final[PATH_MAX + 64];
+	snprintf(final, sizeof(final), "%s/%s", dir, UMI_PAGES_FILE);
+	if (rc == 0 && rename(path, final) < 0) {
+		snprintf(err, errlen, "%s: %s", final, strerror(errno));
+		rc = -1;
+	}
+	if (rc != 0)
+		unlink(path);
+	return rc;
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: uffd-record dump PID -D DIR [--leave-running | --kill] "
+			"[--with-memory]\n");
+}
+
+static uint64_t now_ns(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+int cmd_dump(int argc, char **argv)
+{
+	const char *dir = NULL;
+	bool kill_after = false, leave = false, with_memory = false, quiet = false;
+	pid_t pid = 0;
+	for (int i = 1; i < argc; i++) {
+		if ((!strcmp(argv[i], "-D") || !strcmp(argv[i], "--dir")) && i + 1 < argc)
+			dir = argv[++i];
+		else if (!strcmp(argv[i], "--kill"))
+			kill_after = true;
+		else if (!strcmp(argv[i], "--leave-running"))
+			leave = true;
+		else if (!strcmp(argv[i], "--with-memory"))
+			with_memory = true;
+		else if (!strcmp(argv[i], "--quiet") || !strcmp(argv[i], "-q"))
+			quiet = true;
+		else if (argv[i][0] != '-' && !pid) {
+			char *end;
+			long v = strtol(argv[i], &end, 10);
+			if (*end || v <= 0) {
+				fprintf(stderr, "uffd-record dump: '%s' is not a pid\n", argv[i]);
+				return 2;
+			}
+			pid = (pid_t)v;
+		} else {
+			usage();
+			return 2;
+		}
+	}
+	if (!pid || !dir || (kill_after && leave)) {
+		usage();
+		return 2;
+	}
+	char err[PATH_MAX + 512];
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "/proc/%d", pid);
+	if (access(path, F_OK) != 0) {
+		fprintf(stderr, "uffd-record dump: pid %d: no such process\n", pid);
+		return 3;
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "uffd-record dump: %s: %s\n", dir, strerror(errno));
+		return 2;
+	}
+	struct uctl_conn c;
+	if (uctl_connect(&c, pid, UCTL_DEFAULT_TIMEOUT_MS, err, sizeof(err)) != UCTL_R_OK) {
+		fprintf(stderr, "uffd-record dump: pid %d: %s\n", pid, err);
+		return 3;
+	}
+	uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+	struct um_state st;
+	int32_t status = 0;
+	void *blob = NULL;
+	uint32_t bloblen = 0;
+	int rc = uctl_call(&c, UCTL_QUIESCE, NULL, 0, &status, &blob, &bloblen, err, sizeof(err));
+	if (rc != UCTL_R_OK || status != 0) {
+		fprintf(stderr, "uffd-record dump: pid %d: could not quiesce: %s\n", pid,
+			rc != UCTL_R_OK ? err : strerror(-status));
+		uctl_close(&c);
+		free(blob);
+		return 1;
+	}
+	char e2[300];
+	if (um_deserialize(&st, blob, bloblen, e2, sizeof(e2)) < 0) {
+		fprintf(stderr, "uffd-record dump: pid %d: bad state from the shim: %s\n", pid, e2);
+		uctl_close(&c);
+		free(blob);
+		return 1;
+	}
+	uint64_t t_state = now_ns(CLOCK_MONOTONIC);
+	struct pages_out o = {.fd = -1, .runs = g_array_new(FALSE, FALSE, sizeof(struct umi_run)),
+			      .buf = g_malloc(OUTBUF)};
+	int ret = 0;
+	bool stopped = false;
+	if (with_memory) {
+		stopped = kill(pid, SIGSTOP) == 0;
+		if (dump_memory(pid, &st, dir, &o, err, sizeof(err)) < 0) {
+			fprintf(stderr, "uffd-record dump: %s\n", err);
+			ret = 1;
+		}
+	}
+	uint64_t t_mem = now_ns(CLOCK_MONOTONIC);
+	if (ret == 0) {
+		struct umi_process proc = {.pid = pid, .flags = with_memory ? UMI_PROC_WITH_MEMORY : 0};
+		snprintf(path, sizeof(path), "/proc/%d/exe", pid);
+		ssize_t n = readlink(path, proc.exe, sizeof(proc.exe) - 1);
+		if (n > 0)
+			proc.exe[n] = 0;
+		char comm[32] = "";
+		snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+		FILE *f = fopen(path, "r");
+		if (f) {
+			if (fgets(comm, sizeof(comm), f))
+				comm[strcspn(comm, "\n")] = 0;
+			fclose(f);
+		}
+		size_t size = umi_state_file_size(bloblen, o.runs->len, 1);
+		void *buf = malloc(size);
+		size_t len = buf ? umi_write_state_file(buf, size, pid, comm, now_ns(CLOCK_REALTIME),
+							blob, bloblen,
+							(struct umi_run *)o.runs->data, o.runs->len,
+							&proc) : 0;
+		if (!len || image_write_file(dir, UMI_STATE_FILE, buf, len, err, sizeof(err)) < 0) {
+			fprintf(stderr, "uffd-record dump: %s\n", len ? err : "out of memory");
+			ret = 1;
+		}
+		free(buf);
+		if (!with_memory) { /* an image without memory has an empty pages file */
+			if (image_write_file(dir, UMI_PAGES_FILE, "", 0, err, sizeof(err)) < 0) {
+				fprintf(stderr, "uffd-record dump: %s\n", err);
+				ret = 1;
+			}
+		}
+	}
+	uint64_t t_done = now_ns(CLOCK_MONOTONIC);
+	if (kill_after && ret == 0) {
+		kill(pid, SIGKILL);
+		if (stopped)
+			kill(pid, SIGCONT);
+	} else {
+		if (stopped)
+			kill(pid, SIGCONT);
+		int32_t s2;
+		void *r2 = NULL;
+		uint32_t l2 = 0;
+		uctl_call(&c, UCTL_RESUME, NULL, 0, &s2, &r2, &l2, err, sizeof(err));
+		free(r2);
+	}
+	uctl_close(&c);
+	if (ret == 0 && !quiet) {
+		uint64_t ranges = 0, wp = 0;
+		for (uint32_t i = 0; i < st.nuffds; i++) {
+			ranges += st.uffds[i]->nranges;
+			wp += um_wp_count(&st.uffds[i]->wp);
+		}
+		printf("dumped pid %d to %s: %u uffds, %llu ranges, %llu write-protected pages",
+		       pid, dir, st.nuffds, (unsigned long long)ranges, (unsigned long long)wp);
+		if (with_memory)
+			printf(", %llu data pages + %llu zero pages", (unsigned long long)o.data_pages,
+			       (unsigned long long)o.zero_pages);
+		printf("%s\n", kill_after ? " (process killed)" : "");
+		printf("times: state %.3f ms, memory %.3f ms, write %.3f ms\n",
+		       (t_state - t0) / 1e6, (t_mem - t_state) / 1e6, (t_done - t_mem) / 1e6);
+	}
+	g_array_free(o.runs, TRUE);
+	g_free(o.buf);
+	um_state_free(&st);
+	free(blob);
+	return ret;
+}
