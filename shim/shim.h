@@ -162,6 +162,13 @@ void shim_exec_prepare(char *buf, size_t len, int *memfd) SHIM_HIDDEN;
 void shim_exec_failed(int memfd) SHIM_HIDDEN;
 void shim_exec_adopt(void) SHIM_HIDDEN;
 
+/* ---- shim_restore.c ---- */
+/* UFFDSHIM_RESTORE=DIR: recreate the image's state before main (or exit). */
+void shim_restore_from_env(void) SHIM_HIDDEN;
+/* A checkpoint engine (CRIU) restored this process behind the shim's back:
+ * its uffds are new files.  Re-read their inodes; called locked. */
+void shim_refresh_inodes(void) SHIM_HIDDEN;
+
 /* ---- small string helpers (no stdio in the shim) ---- */
 size_t shim_utoa(uint64_t v, char *buf) SHIM_HIDDEN;/* decimal, NUL-terminated */
 void shim_log(const char *msg) SHIM_HIDDEN;  /* to stderr when UFFDSHIM_DEBUG */

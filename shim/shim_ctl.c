@@ -62,6 +62,7 @@ static bool reply(int fd, uint32_t op, int32_t status, const void *payload, uint
 /* Serialize st (or its uffd with inode ino) and send it. Called locked. */
 static bool send_state(int fd, uint32_t op, const struct um_state *st, uint64_t ino)
 {
+	shim_refresh_inodes();
 	struct um_state one;
 	const struct um_state *src = st;
 	if (ino) {

@@ -121,6 +121,7 @@ void shim_init(void)
 	pthread_atfork(NULL, NULL, shim_after_fork_child);
 	shim_trace_init();
 	shim_exec_adopt();
+	shim_restore_from_env();
 	errno = saved;
 }
 

@@ -88,21 +88,37 @@ ql_build_guest() {
     mkdir -p "$UFFDSHIM_BUILD"
     if command -v flock >/dev/null 2>&1; then
         flock -w 600 "$UFFDSHIM_BUILD/.qemu-guest.lock" \
-            bash "$QL_LIBDIR/build-guest.sh" "$QL_GUEST_DIR"
+            timeout 300 bash "$QL_LIBDIR/build-guest.sh" "$QL_GUEST_DIR"
     else
-        bash "$QL_LIBDIR/build-guest.sh" "$QL_GUEST_DIR"
+        timeout 300 bash "$QL_LIBDIR/build-guest.sh" "$QL_GUEST_DIR"
     fi
+}
+
+# ql_alive PID: the process exists and is not a zombie
+ql_alive() {
+    local st
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$st" ] && [ "${st%% *}" != Z ]
 }
 
 ql_kill_pid() {  # TERM, wait up to 5 s, then KILL
     local p=$1 i
-    kill -0 "$p" 2>/dev/null || return 0
+    ql_alive "$p" || return 0
     kill -TERM "$p" 2>/dev/null
     for i in $(seq 1 50); do
-        kill -0 "$p" 2>/dev/null || return 0
+        ql_alive "$p" || return 0
         sleep 0.1
     done
     kill -KILL "$p" 2>/dev/null
+}
+
+# ql_forget PID: drop an exited (and reaped) process from QL_PIDS, so that
+# cleanup never signals a later process that reuses its pid
+ql_forget() {
+    local -a keep=()
+    local p
+    for p in "${QL_PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    QL_PIDS=("${keep[@]}")
 }
 
 ql_cleanup() {
@@ -115,7 +131,7 @@ ql_cleanup() {
     fi
     # newest first: QEMU before the uffd-record wrapper that started it
     for ((i = ${#QL_PIDS[@]} - 1; i >= 0; i--)); do ql_kill_pid "${QL_PIDS[$i]}"; done
-    for p in "${QL_WRAP_PID[@]}"; do wait "$p" 2>/dev/null; done
+    for p in "${QL_WRAP_PID[@]}"; do [ -n "$p" ] && wait "$p" 2>/dev/null; done
     if [ -n "$QL_WORK" ] && [ -d "$QL_WORK" ]; then
         if [ "${UFFDSHIM_KEEP:-0}" = 1 ]; then
             ql_diag "work dir kept: $QL_WORK"
@@ -268,7 +284,7 @@ ql_qemu_start() {
             QL_PIDS+=("${QL_QEMU_PID[$name]}")
             return 0
         fi
-        kill -0 "${QL_WRAP_PID[$name]}" 2>/dev/null || break
+        ql_alive "${QL_WRAP_PID[$name]}" || break
         sleep 0.1
     done
     ql_diag "$name: QEMU did not start; output:"
@@ -281,17 +297,21 @@ ql_qemu_quit() {
     local name=$1 i p=${QL_QEMU_PID[$1]:-} wp=${QL_WRAP_PID[$1]:-}
     QMP_TIMEOUT=3 qmp "$QL_WORK/$name.qmp" quit >/dev/null 2>&1
     for i in $(seq 1 50); do
-        { [ -z "$p" ] || ! kill -0 "$p" 2>/dev/null; } && break
+        { [ -z "$p" ] || ! ql_alive "$p"; } && break
         sleep 0.1
     done
     [ -n "$p" ] && ql_kill_pid "$p"
     if [ -n "$wp" ]; then
-        for i in $(seq 1 50); do kill -0 "$wp" 2>/dev/null || break; sleep 0.1; done
+        for i in $(seq 1 50); do ql_alive "$wp" || break; sleep 0.1; done
         ql_kill_pid "$wp"
         wait "$wp" 2>/dev/null
         # shellcheck disable=SC2034  # read by the test scripts
         QL_WRAP_RC[$name]=$?
+        ql_forget "$wp"
+        QL_WRAP_PID[$name]=""
     fi
+    # QEMU is gone (a grandchild under uffd-record is reaped by its parent)
+    [ -n "$p" ] && ! ql_alive "$p" && ql_forget "$p"
     if [ -e "$QL_WORK/$name.trace" ]; then
         ql_diag "--- uffd-record report $name.trace ($(stat -c %s "$QL_WORK/$name.trace") bytes):"
         ql_diag "$(timeout 60 "$UFFDSHIM_BUILD/uffd-record" report "$QL_WORK/$name.trace" 2>&1 |
@@ -310,7 +330,7 @@ ql_wait_serial() {
         n=$(ql_serial_count "$name" "$re")
         [ "${n:-0}" -ge "$want" ] && return 0
         [ "$(date +%s)" -ge "$end" ] && return 1
-        if [ -n "${QL_QEMU_PID[$name]:-}" ] && ! kill -0 "${QL_QEMU_PID[$name]}" 2>/dev/null; then
+        if [ -n "${QL_QEMU_PID[$name]:-}" ] && ! ql_alive "${QL_QEMU_PID[$name]}"; then
             return 1
         fi
         sleep 0.2

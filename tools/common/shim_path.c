@@ -12,7 +12,7 @@ int shim_library_path(char *buf, size_t len)
 	const char *env = getenv("UFFDSHIM_LIB");
 	if (env && *env) {
 		if (!realpath(env, buf) || access(buf, R_OK) != 0) {
-			fprintf(stderr, "uffd-record: UFFDSHIM_LIB=%s: not readable\n", env);
+			fprintf(stderr, "uffdshim: UFFDSHIM_LIB=%s: not readable\n", env);
 			return -1;
 		}
 		return 0;
@@ -33,6 +33,6 @@ int shim_library_path(char *buf, size_t len)
 		if (access(buf, R_OK) == 0)
 			return 0;
 	}
-	fprintf(stderr, "uffd-record: libuffdshim.so not found beside %s (set UFFDSHIM_LIB)\n", exe);
+	fprintf(stderr, "uffdshim: libuffdshim.so not found beside %s (set UFFDSHIM_LIB)\n", exe);
 	return -1;
 }

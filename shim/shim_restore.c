@@ -1,0 +1,389 @@
+/* shim_restore.c - relaunch restore: with UFFDSHIM_RESTORE=DIR (set by
+ * uffd-replay) the shim recreates, before the program's main() runs, the
+ * checkpointed memory of registered ranges, the uffds at their fd numbers,
+ * their registrations and write-protection.  Everything is checked first
+ * (image, addresses, fd numbers, kernel features); if anything is wrong the
+ * process exits with a message and main() never runs half-restored. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shim.h"
+#include "shim_raw.h"
+#include "uffd_compat.h"
+#include "uffdshim.h"
+#include "um_image.h"
+
+#define MAX_RESTORED 64
+
+static struct {
+	int n;
+	struct uffdshim_restored_uffd u[MAX_RESTORED];
+} restored;
+
+/* ---- a message buffer, no stdio ---- */
+struct msg {
+	char b[512];
+	size_t n;
+};
+
+static void m_str(struct msg *m, const char *s)
+{
+	while (*s && m->n < sizeof(m->b) - 2)
+		m->b[m->n++] = *s++;
+}
+
+static void m_dec(struct msg *m, uint64_t v)
+{
+	char t[24];
+	shim_utoa(v, t);
+	m_str(m, t);
+}
+
+static void m_hex(struct msg *m, uint64_t v)
+{
+	char t[20];
+	int n = 0;
+	do {
+		t[n++] = "0123456789abcdef"[v & 15];
+		v >>= 4;
+	} while (v);
+	m_str(m, "0x");
+	while (n)
+		m->b[m->n < sizeof(m->b) - 2 ? m->n++ : m->n] = t[--n];
+}
+
+static __attribute__((noreturn)) void refuse(struct msg *m)
+{
+	m->b[m->n++] = '\n';
+	RAW3(SYS_write, 2, "uffd-replay: restore refused: ", 30);
+	RAW3(SYS_write, 2, m->b, m->n);
+	RAW1(SYS_exit_group, 1);
+	__builtin_unreachable();
+}
+
+#define REFUSE(...)                               \
+	do {                                      \
+		struct msg m_ = {.n = 0};         \
+		__VA_ARGS__;                      \
+		refuse(&m_);                      \
+	} while (0)
+
+static void *read_file(const char *dir, const char *name, size_t *len, bool required)
+{
+	char path[600];
+	size_t dl = strlen(dir), nl = strlen(name);
+	if (dl + nl + 2 > sizeof(path))
+		REFUSE(m_str(&m_, "image path too long"));
+	memcpy(path, dir, dl);
+	path[dl] = '/';
+	memcpy(path + dl + 1, name, nl + 1);
+	int fd = (int)RAW4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	if (fd < 0) {
+		if (!required)
+			return NULL;
+		REFUSE(m_str(&m_, path); m_str(&m_, ": cannot open (errno "); m_dec(&m_, (uint64_t)-fd);
+		       m_str(&m_, ")"));
+	}
+	struct stat st;
+	RAW2(SYS_fstat, fd, &st);
+	*len = (size_t)st.st_size;
+	void *buf = um_zalloc(*len ? *len : 1);
+	if (!buf || RAW4(SYS_pread64, fd, buf, *len, 0) != (long)*len)
+		REFUSE(m_str(&m_, path); m_str(&m_, ": read failed"));
+	RAW1(SYS_close, fd);
+	return buf;
+}
+
+/* Does [start, end) overlap any mapping of this process? */
+static bool address_taken(uint64_t start, uint64_t end, struct um_mapping *hit)
+{
+	struct um_mapping maps[4];
+	size_t n = shim_maps_read(start, end, maps, 4);
+	if (n)
+		*hit = maps[0];
+	return n > 0;
+}
+
+static int open_pages(const char *dir)
+{
+	char path[600];
+	size_t dl = strlen(dir);
+	memcpy(path, dir, dl);
+	path[dl] = '/';
+	strcpy(path + dl + 1, UMI_PAGES_FILE);
+	return (int)RAW4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+}
+
+/* Map one registered range at its address with its backing. */
+static void map_range(const struct um_range *r)
+{
+	uint64_t len = r->end - r->start;
+	int prot = (int)r->map.prot | PROT_WRITE; /* writable while filling */
+	long p;
+	if (r->map.backing == UM_BACKING_ANON || r->map.backing == UM_BACKING_UNKNOWN ||
+	    (r->map.backing == UM_BACKING_HUGETLB && !r->map.shared)) {
+		int fl = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE;
+		if (r->map.backing == UM_BACKING_HUGETLB)
+			fl |= MAP_HUGETLB;
+		p = RAW6(SYS_mmap, r->start, len, prot, fl, -1, 0);
+	} else if (r->map.backing == UM_BACKING_SHMEM || r->map.backing == UM_BACKING_HUGETLB) {
+		/* Shared memory comes back as a new memfd holding the range. */
+		unsigned mfl = r->map.backing == UM_BACKING_HUGETLB ? MFD_HUGETLB : 0;
+		int fd = (int)RAW2(SYS_memfd_create, "uffdshim-restored", mfl);
+		if (fd < 0 || RAW2(SYS_ftruncate, fd, len) < 0)
+			REFUSE(m_str(&m_, "cannot create shared memory for range "); m_hex(&m_, r->start));
+		p = RAW6(SYS_mmap, r->start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+		RAW1(SYS_close, fd);
+	} else {
+		int fd = (int)RAW4(SYS_openat, AT_FDCWD, r->map.name,
+				   (r->map.prot & PROT_WRITE) && r->map.shared ? O_RDWR : O_RDONLY, 0);
+		if (fd < 0)
+			REFUSE(m_str(&m_, "file "); m_str(&m_, r->map.name);
+			       m_str(&m_, " backing range "); m_hex(&m_, r->start);
+			       m_str(&m_, " cannot be opened"));
+		p = RAW6(SYS_mmap, r->start, len, r->map.shared ? (int)r->map.prot : prot,
+			 (r->map.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd,
+			 r->map.offset);
+		RAW1(SYS_close, fd);
+	}
+	if (p != (long)r->start)
+		REFUSE(m_str(&m_, "cannot map range "); m_hex(&m_, r->start); m_str(&m_, "-");
+		       m_hex(&m_, r->end); m_str(&m_, " (errno "); m_dec(&m_, (uint64_t)-p);
+		       m_str(&m_, ")"));
+}
+
+static void fill_pages(const struct umi_image *img, int pages_fd)
+{
+	for (size_t i = 0; i < img->nruns; i++) {
+		const struct umi_run *r = &img->runs[i];
+		uint64_t len = r->npages * UM_PAGE_SIZE;
+		if (r->kind == UMI_RUN_ZERO) {
+			/* present but zero: make the pages present */
+			RAW3(SYS_madvise, r->addr, len, 23 /* MADV_POPULATE_WRITE */);
+			continue;
+		}
+		if (pages_fd < 0 || RAW4(SYS_pread64, pages_fd, r->addr, len, r->offset) != (long)len)
+			REFUSE(m_str(&m_, "cannot read the pages of run "); m_dec(&m_, i));
+		if (umi_crc32(0, (void *)r->addr, len) != r->crc)
+			REFUSE(m_str(&m_, "page data of run "); m_dec(&m_, i);
+			       m_str(&m_, " is corrupt (checksum mismatch)"));
+	}
+}
+
+static void check_image(const struct um_state *st, pid_t old_pid)
+{
+	for (uint32_t i = 0; i < st->nuffds; i++) {
+		const struct um_uffd *u = st->uffds[i];
+		if (u->mm_pid != old_pid)
+			REFUSE(m_str(&m_, "uffd "); m_dec(&m_, u->id); m_str(&m_, " served the memory of pid ");
+			       m_dec(&m_, (uint64_t)u->mm_pid);
+			       m_str(&m_, ", another process: a relaunch recreates one process only"));
+		for (int j = 0; j < u->nfds; j++) {
+			long r = RAW2(SYS_fcntl, u->fds[j], F_GETFD);
+			if (r != -EBADF)
+				REFUSE(m_str(&m_, "fd "); m_dec(&m_, (uint64_t)u->fds[j]);
+				       m_str(&m_, " of uffd "); m_dec(&m_, u->id);
+				       m_str(&m_, " is already in use in the new process"));
+		}
+		if (u->api_done) {
+			int fd = (int)RAW1(SYS_userfaultfd, O_CLOEXEC);
+			if (fd < 0)
+				REFUSE(m_str(&m_, "cannot create a userfaultfd (errno ");
+				       m_dec(&m_, (uint64_t)-fd); m_str(&m_, ")"));
+			struct uffdio_api api = {.api = UFFD_API, .features = u->features_requested};
+			long r = RAW3(SYS_ioctl, fd, UFFDIO_API, &api);
+			RAW1(SYS_close, fd);
+			if (r < 0)
+				REFUSE(m_str(&m_, "this kernel does not offer the features of uffd ");
+				       m_dec(&m_, u->id); m_str(&m_, " ("); m_hex(&m_, u->features_requested);
+				       m_str(&m_, ")"));
+		}
+		for (uint32_t k = 0; k < u->nranges; k++) {
+			struct um_mapping hit;
+			if (address_taken(u->ranges[k].start, u->ranges[k].end, &hit))
+				REFUSE(m_str(&m_, "range "); m_hex(&m_, u->ranges[k].start); m_str(&m_, "-");
+				       m_hex(&m_, u->ranges[k].end);
+				       m_str(&m_, " is already taken in the new process (by ");
+				       m_str(&m_, hit.name[0] ? hit.name : "an anonymous mapping");
+				       m_str(&m_, " at "); m_hex(&m_, hit.start); m_str(&m_, ")"));
+		}
+	}
+}
+
+static int create_uffd(const struct um_uffd *u)
+{
+	int flags = (int)(u->create_flags & (O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+	int fd = -1;
+	if (u->origin == UM_ORIGIN_DEVICE) {
+		int dev = (int)RAW4(SYS_openat, AT_FDCWD, "/dev/userfaultfd", O_RDWR | O_CLOEXEC, 0);
+		if (dev >= 0) {
+			fd = (int)RAW3(SYS_ioctl, dev, USERFAULTFD_IOC_NEW, flags);
+			RAW1(SYS_close, dev);
+		}
+	}
+	if (fd < 0)
+		fd = (int)RAW1(SYS_userfaultfd, flags);
+	if (fd < 0)
+		REFUSE(m_str(&m_, "cannot create uffd "); m_dec(&m_, u->id));
+	return fd;
+}
+
+static void restore_uffd(struct um_uffd *u)
+{
+	int tmp = create_uffd(u);
+	for (int j = 0; j < u->nfds; j++) {
+		if (RAW3(SYS_dup3, tmp, u->fds[j], u->fd_flags[j] ? O_CLOEXEC : 0) < 0)
+			REFUSE(m_str(&m_, "cannot place uffd "); m_dec(&m_, u->id); m_str(&m_, " at fd ");
+			       m_dec(&m_, (uint64_t)u->fds[j]));
+		if (!u->fd_flags[j])
+			RAW3(SYS_fcntl, u->fds[j], F_SETFD, 0);
+	}
+	bool keep_tmp = false;
+	for (int j = 0; j < u->nfds; j++)
+		keep_tmp |= u->fds[j] == tmp;
+	if (!keep_tmp)
+		RAW1(SYS_close, tmp);
+	int fd = u->fds[0];
+	RAW3(SYS_fcntl, fd, F_SETFL, u->file_flags & O_NONBLOCK);
+	if (u->api_done) {
+		struct uffdio_api api = {.api = UFFD_API, .features = u->features_requested};
+		if (RAW3(SYS_ioctl, fd, UFFDIO_API, &api) < 0)
+			REFUSE(m_str(&m_, "UFFDIO_API failed for uffd "); m_dec(&m_, u->id));
+	}
+	for (uint32_t k = 0; k < u->nranges; k++) {
+		struct uffdio_register reg = {.range = {u->ranges[k].start,
+							u->ranges[k].end - u->ranges[k].start},
+					      .mode = u->ranges[k].modes};
+		long r = RAW3(SYS_ioctl, fd, UFFDIO_REGISTER, &reg);
+		if (r < 0)
+			REFUSE(m_str(&m_, "UFFDIO_REGISTER of "); m_hex(&m_, u->ranges[k].start);
+			       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-r); m_str(&m_, ")"));
+		u->ranges[k].ioctls = reg.ioctls;
+	}
+	uint64_t cur = 0, rs, re;
+	while (um_wp_next_run(&u->wp, &cur, ~0ULL >> 1, &rs, &re)) {
+		struct uffdio_writeprotect wp = {.range = {rs, re - rs},
+						 .mode = UFFDIO_WRITEPROTECT_MODE_WP};
+		long r = RAW3(SYS_ioctl, fd, UFFDIO_WRITEPROTECT, &wp);
+		if (r < 0)
+			REFUSE(m_str(&m_, "UFFDIO_WRITEPROTECT of "); m_hex(&m_, rs);
+			       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-r); m_str(&m_, ")"));
+	}
+	struct stat st;
+	if (RAW2(SYS_fstat, fd, &st) == 0)
+		u->ino = st.st_ino;
+	u->origin = UM_ORIGIN_RESTORED;
+	u->mm_pid = G.pid;
+	u->npending = 0; /* the faulting threads fault again in the new process */
+}
+
+void shim_restore_from_env(void)
+{
+	const char *dir = getenv("UFFDSHIM_RESTORE");
+	if (!dir || !*dir)
+		return;
+	size_t slen = 0, plen = 0;
+	void *sbuf = read_file(dir, UMI_STATE_FILE, &slen, true);
+	int pages_fd = open_pages(dir);
+	if (pages_fd >= 0) {
+		struct stat st;
+		RAW2(SYS_fstat, pages_fd, &st);
+		plen = (size_t)st.st_size;
+	}
+	struct umi_image img;
+	struct msg e = {.n = 0};
+	if (umi_parse(sbuf, slen, pages_fd >= 0 ? plen : 0, &img, e.b, sizeof(e.b) - 2) < 0) {
+		e.n = strlen(e.b);
+		refuse(&e);
+	}
+	struct um_state st;
+	if (um_deserialize(&st, img.state, img.state_len, e.b, sizeof(e.b) - 2) < 0) {
+		e.n = strlen(e.b);
+		refuse(&e);
+	}
+	pid_t old = img.hdr.pid;
+	check_image(&st, old);
+	/* Apply: memory, contents, then the uffds on top. */
+	for (uint32_t i = 0; i < st.nuffds; i++)
+		for (uint32_t k = 0; k < st.uffds[i]->nranges; k++)
+			map_range(&st.uffds[i]->ranges[k]);
+	fill_pages(&img, pages_fd);
+	for (uint32_t i = 0; i < st.nuffds; i++)
+		for (uint32_t k = 0; k < st.uffds[i]->nranges; k++) {
+			const struct um_range *r = &st.uffds[i]->ranges[k];
+			if (!(r->map.prot & PROT_WRITE))
+				RAW3(SYS_mprotect, r->start, r->end - r->start, r->map.prot);
+		}
+	for (uint32_t i = 0; i < st.nuffds; i++)
+		restore_uffd(st.uffds[i]);
+	if (pages_fd >= 0)
+		RAW1(SYS_close, pages_fd);
+	um_free(sbuf, slen);
+	/* The model of the new process is the image's, rebased. */
+	st.pid = G.pid;
+	shim_lock();
+	um_state_free(&G.model);
+	G.model = st;
+	for (uint32_t i = 0; i < st.nuffds && restored.n < MAX_RESTORED; i++) {
+		struct um_uffd *u = st.uffds[i];
+		for (int j = 0; j < u->nfds; j++)
+			shim_fd_set(u->fds[j], FD_UFFD);
+		restored.u[restored.n++] = (struct uffdshim_restored_uffd){
+			.fd = u->fds[0], .id = u->id, .features = u->features_requested,
+			.nranges = u->nranges};
+	}
+	shim_update_own_ranges();
+	shim_unlock();
+	unsetenv("UFFDSHIM_RESTORE");
+	if (G.model.nuffds)
+		shim_ctl_ensure();
+}
+
+/* ---- the public API (include/uffdshim.h) ---- */
+
+__attribute__((visibility("default"))) int uffdshim_restored_v1(struct uffdshim_restored_uffd *out,
+								 int max)
+{
+	for (int i = 0; i < restored.n && i < max; i++)
+		out[i] = restored.u[i];
+	return restored.n;
+}
+
+__attribute__((visibility("default"))) int uffdshim_restored_range_v1(int fd, unsigned idx,
+								       uint64_t *start,
+								       uint64_t *len,
+								       uint64_t *modes)
+{
+	int rc = -1;
+	shim_lock();
+	struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
+	if (u && idx < u->nranges) {
+		*start = u->ranges[idx].start;
+		*len = u->ranges[idx].end - u->ranges[idx].start;
+		*modes = u->ranges[idx].modes;
+		rc = 0;
+	}
+	shim_unlock();
+	return rc;
+}
+
+void shim_refresh_inodes(void)
+{
+	for (uint32_t i = 0; i < G.model.nuffds; i++) {
+		struct um_uffd *u = G.model.uffds[i];
+		struct stat st;
+		if (u->nfds == 0 || RAW2(SYS_fstat, u->fds[0], &st) < 0 || st.st_ino == u->ino)
+			continue;
+		/* Same fd number, another file: a checkpoint engine restored it.
+		 * Threads that were waiting on faults fault again. */
+		u->ino = st.st_ino;
+		u->origin = UM_ORIGIN_RESTORED;
+		u->npending = 0;
+	}
+}
