@@ -236,11 +236,19 @@ int cmd_status(int argc, char **argv)
 	if (opt_verify) {
 		rc = uctl_call_state(&conn, UCTL_QUIESCE, NULL, 0, &st, &status, err, sizeof(err));
 		if (rc == UCTL_R_STATUS && (status == -EINVAL || status == -EOPNOTSUPP ||
-					    status == -ENOSYS || status == -EPROTO)) {
-			/* An older shim: the shim closes after a refused op, so reconnect. */
+					    status == -ENOSYS || status == -EPROTO ||
+					    status == -ETIMEDOUT || status == -EBUSY)) {
+			/* A shim without QUIESCE, or one that could not hold the app
+			 * (an operation stuck in the kernel): check it running.  A
+			 * shim closes after an op it does not know, so reconnect. */
 			uctl_close(&conn);
-			snprintf(note, sizeof(note), "the shim does not support QUIESCE (%s): the "
-				 "process kept running while it was checked", strerror(-status));
+			if (status == -ETIMEDOUT || status == -EBUSY)
+				snprintf(note, sizeof(note), "the shim could not hold the app's uffd "
+					 "operations (QUIESCE: %s): the process kept running while it was "
+					 "checked", strerror(-status));
+			else
+				snprintf(note, sizeof(note), "the shim does not support QUIESCE (%s): "
+					 "the process kept running while it was checked", strerror(-status));
 			rc = uctl_connect(&conn, sock_pid, timeout_ms, err, sizeof(err));
 			if (rc == UCTL_R_OK)
 				rc = uctl_call_state(&conn, UCTL_STATE, NULL, 0, &st, &status, err,
@@ -255,11 +263,11 @@ int cmd_status(int argc, char **argv)
 		uctl_close(&conn);
 		if (rc == UCTL_R_DENIED) {
 			uid_t me = geteuid();
-			if (me != ps.euid)
+			if (me != ps.uid)
 				fprintf(stderr, "uffd-record: pid %d: the shim refused the connection "
 					"(EPERM): it answers only its own uid; the process runs as uid "
 					"%u, uffd-record as uid %u; run uffd-record as uid %u\n", (int)pid,
-					(unsigned)ps.euid, (unsigned)me, (unsigned)ps.euid);
+					(unsigned)ps.uid, (unsigned)me, (unsigned)ps.uid);
 			else
 				fprintf(stderr, "uffd-record: pid %d: the shim refused the connection "
 					"(EPERM) although uffd-record runs as the process's uid %u\n",

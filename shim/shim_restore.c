@@ -377,6 +377,14 @@ void shim_refresh_inodes(void)
 {
 	for (uint32_t i = 0; i < G.model.nuffds; i++) {
 		struct um_uffd *u = G.model.uffds[i];
+		/* The process whose memory it served has exited: that memory and
+		 * its registrations are gone (exit sends no UNMAP event). */
+		if (u->mm_pid > 0 && u->mm_pid != G.pid && u->nranges &&
+		    RAW2(SYS_kill, u->mm_pid, 0) == -ESRCH) {
+			u->nranges = 0;
+			um_wp_free(&u->wp);
+			u->npending = 0;
+		}
 		struct stat st;
 		if (u->nfds == 0 || RAW2(SYS_fstat, u->fds[0], &st) < 0 || st.st_ino == u->ino)
 			continue;
