@@ -43,6 +43,43 @@ static bool is_uffd_file(int fd, uint64_t *ino)
 	return strcmp(link, "anon_inode:[userfaultfd]") == 0;
 }
 
+/* Features of a uffd from /proc/self/fdinfo ("API:\taa:<features|bit31>:<ioctls>"),
+ * for a uffd whose sender has no shim to ask. */
+static bool fdinfo_api(int fd, uint64_t *features, uint64_t *ioctls)
+{
+	char path[48] = "/proc/self/fdinfo/", buf[512];
+	shim_utoa((uint64_t)fd, path + 18);
+	int f = (int)RAW4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	if (f < 0)
+		return false;
+	long n = RAW3(SYS_read, f, buf, sizeof(buf) - 1);
+	RAW1(SYS_close, f);
+	if (n <= 0)
+		return false;
+	buf[n] = 0;
+	char *p = strstr(buf, "API:");
+	if (!p || !(p = strchr(p, ':')) || !(p = strchr(p + 1, ':')))
+		return false;
+	uint64_t v[2] = {0, 0};
+	for (int k = 0; k < 2; k++) {
+		p++;
+		for (;; p++) {
+			char c = *p;
+			int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+			if (d < 0)
+				break;
+			v[k] = v[k] * 16 + (uint64_t)d;
+		}
+		if (k == 0 && *p != ':')
+			return false;
+	}
+	if (!(v[0] & 0x80000000ULL))
+		return false; /* UFFDIO_API not done yet */
+	*features = v[0] & ~0x80000000ULL;
+	*ioctls = v[1];
+	return true;
+}
+
 ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
 {
 	ENSURE_INIT();
@@ -90,6 +127,13 @@ ssize_t recvmsg(int sock, struct msghdr *msg, int flags)
 			bool imported = peer > 0 && shim_ctl_import(peer, ino, &tmp) == 0;
 			struct um_uffd *u = shim_track_new(fds[i], UM_ORIGIN_RECEIVED, fl,
 							   imported && tmp.mm_pid ? tmp.mm_pid : peer);
+			uint64_t ff, fi;
+			if (u && !imported && fdinfo_api(fds[i], &ff, &fi) && shim_model_enter()) {
+				u->api_done = 1;
+				u->features_requested = ff;
+				(void)fi; /* fdinfo's ioctl mask is not UFFDIO_API's answer */
+				shim_unlock();
+			}
 			if (u && imported && shim_model_enter()) {
 				u->api_done = tmp.api_done;
 				u->features_requested = tmp.features_requested;

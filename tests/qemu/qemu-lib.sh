@@ -349,6 +349,9 @@ ql_wait_status() {
             [ "$st" = "$s" ] && { echo "$st"; return 0; }
         done
         if [ "$(date +%s)" -ge "$end" ]; then echo "${st:-none}"; return 1; fi
+        if [ -n "${QL_QEMU_PID[$name]:-}" ] && ! ql_alive "${QL_QEMU_PID[$name]}"; then
+            echo "qemu-exited"; return 1
+        fi
         sleep 0.1
     done
 }
