@@ -4,7 +4,22 @@
  * exits DEMO_OK (0) if right, DEMO_FAIL (1) if wrong, DEMO_SKIP (77) if the
  * machine lacks something.  It prints "<name>: pid <PID> ready" once its uffd
  * is registered and ends with "<name>: OK (...)" / "FAIL ..." / "SKIP ...".
- * Common option: --pause-ms N (sleep N ms between page touches).
+ * Common options:
+ *   --pause-ms N   sleep N ms between page touches
+ *   --hold POINT   stop at POINT (repeatable): print "<name>: pid <PID> hold
+ *                  POINT" and wait for SIGUSR1 (blocked in every thread
+ *                  while holds are asked, so the signal cannot be lost).
+ *                  Every demo has "ready" (right after the ready line),
+ *                  "mid" (the point where a checkpoint test dumps it; see
+ *                  the demo) and "restored" (see below).
+ *
+ * Restart after a checkpoint: under `uffd-replay -D DIR -- DEMO`, the shim
+ * recreates the uffd, its registered memory (with the contents it had) and
+ * its write-protection before main() runs.  demo_restored() says so; the demo
+ * then adopts the uffd and the region, works out from what the region holds
+ * how far the checkpointed run had got, prints "<name>: pid <PID> restored
+ * (...)", holds at "restored" if asked, restarts its handler thread(s) and
+ * finishes (its OK line then says "restored").
  *
  * The helpers call plain libc functions (syscall, ioctl, read, poll, close)
  * so that an LD_PRELOAD shim sees every uffd operation. */
@@ -17,6 +32,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,14 +47,20 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
+#include "uffdshim.h"
+
 #define DEMO_OK 0
 #define DEMO_FAIL 1
 #define DEMO_SKIP 77
+
+#define DEMO_MAX_HOLDS 8
 
 static struct {
 	const char *name;   /* prefix of every line printed */
 	unsigned pause_ms;  /* --pause-ms */
 	size_t page;        /* system page size */
+	const char *hold[DEMO_MAX_HOLDS]; /* --hold points */
+	int nhold;
 } demo __attribute__((unused));
 
 /* ---- result lines ------------------------------------------------------- */
@@ -71,19 +93,40 @@ static inline void demo_ready(void)
 
 /* ---- arguments and pacing ----------------------------------------------- */
 
-static inline void demo_init(const char *name, int argc, char **argv)
+/* Is word a member of the space-separated list? */
+static inline int demo_in_list(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+	for (const char *p = list; (p = strstr(p, word)) != NULL; p += n)
+		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == 0))
+			return 1;
+	return 0;
+}
+
+/* points: the space-separated --hold points this demo has. */
+static inline void demo_init(const char *name, const char *points, int argc, char **argv)
 {
 	demo.name = name;
 	long pg = sysconf(_SC_PAGESIZE);
 	demo.page = pg > 0 ? (size_t)pg : 4096;
 	for (int i = 1; i < argc; i++) {
 		const char *v = NULL;
+		if (strcmp(argv[i], "--hold") == 0 && i + 1 < argc) {
+			const char *p = argv[++i];
+			if (!demo_in_list(points, p))
+				demo_fail("bad --hold point '%s' (this demo has: %s)", p, points);
+			if (demo.nhold == DEMO_MAX_HOLDS)
+				demo_fail("too many --hold points");
+			demo.hold[demo.nhold++] = p;
+			continue;
+		}
 		if (strcmp(argv[i], "--pause-ms") == 0 && i + 1 < argc)
 			v = argv[++i];
 		else if (strncmp(argv[i], "--pause-ms=", 11) == 0)
 			v = argv[i] + 11;
 		if (!v)
-			demo_fail("usage: %s [--pause-ms N] (bad argument '%s')", argv[0], argv[i]);
+			demo_fail("usage: %s [--pause-ms N] [--hold POINT]... (bad argument '%s')",
+				  argv[0], argv[i]);
 		char *end;
 		errno = 0;
 		unsigned long n = strtoul(v, &end, 10);
@@ -91,6 +134,32 @@ static inline void demo_init(const char *name, int argc, char **argv)
 			demo_fail("bad --pause-ms value '%s' (0..60000)", v);
 		demo.pause_ms = (unsigned)n;
 	}
+	if (demo.nhold) {
+		/* Before any thread exists, so that every thread inherits it. */
+		sigset_t s;
+		sigemptyset(&s);
+		sigaddset(&s, SIGUSR1);
+		if (sigprocmask(SIG_BLOCK, &s, NULL) < 0)
+			demo_fail_errno("sigprocmask(SIGUSR1)");
+	}
+}
+
+/* If --hold point was given: say so and wait for SIGUSR1 (any thread). */
+static inline void demo_hold(const char *point)
+{
+	int asked = 0;
+	for (int i = 0; i < demo.nhold; i++)
+		asked |= strcmp(demo.hold[i], point) == 0;
+	if (!asked)
+		return;
+	printf("%s: pid %d hold %s\n", demo.name, (int)getpid(), point);
+	fflush(stdout);
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	int sig;
+	while (sigwait(&s, &sig) != 0)
+		;
 }
 
 /* Sleep --pause-ms milliseconds (no-op at 0), resuming after signals. */
@@ -368,6 +437,103 @@ static inline void demo_pthread_create(pthread_t *t, void *(*fn)(void *), void *
 	int e = pthread_create(t, NULL, fn, arg);
 	if (e)
 		demo_fail("pthread_create: %s", strerror(e));
+}
+
+
+/* ---- restart after a checkpoint (uffd-replay) --------------------------- */
+
+#define DEMO_MAX_RANGES 4
+
+/* What the shim restored before main(): one uffd and its ranges. */
+struct demo_restore {
+	int fd;               /* the uffd, at its checkpointed fd number */
+	uint64_t features;    /* UFFDIO_API features it was created with */
+	unsigned nranges;
+	struct { char *start; size_t len; uint64_t modes; } r[DEMO_MAX_RANGES];
+};
+
+/* 1 if this process was restored by uffd-replay (R filled), 0 if not.  Each
+ * demo checkpoints one uffd; an image with more is not one of this demo's. */
+static inline int demo_restored(struct demo_restore *R)
+{
+	struct uffdshim_restored_uffd u[2];
+	int n = uffdshim_restored(u, 2);
+	if (n == 0)
+		return 0;
+	if (n != 1)
+		demo_fail("restored: %d uffds, this demo checkpoints one", n);
+	if (u[0].nranges > DEMO_MAX_RANGES)
+		demo_fail("restored: uffd fd %d has %u ranges, this demo registers at most %d",
+			  u[0].fd, u[0].nranges, DEMO_MAX_RANGES);
+	memset(R, 0, sizeof(*R));
+	R->fd = u[0].fd;
+	R->features = u[0].features;
+	R->nranges = u[0].nranges;
+	for (unsigned i = 0; i < R->nranges; i++) {
+		uint64_t start, len, modes;
+		if (uffdshim_restored_range(R->fd, i, &start, &len, &modes) < 0)
+			demo_fail("restored: range %u of uffd fd %d cannot be read", i, R->fd);
+		R->r[i].start = (char *)(uintptr_t)start;
+		R->r[i].len = len;
+		R->r[i].modes = modes;
+	}
+	return 1;
+}
+
+/* The restored range of length len with exactly these modes, or NULL. */
+static inline char *demo_restored_range(const struct demo_restore *R, size_t len, uint64_t modes)
+{
+	for (unsigned i = 0; i < R->nranges; i++)
+		if (R->r[i].len == len && R->r[i].modes == modes)
+			return R->r[i].start;
+	return NULL;
+}
+
+/* Check the restored uffd was created with exactly `features`. */
+static inline void demo_restored_features(const struct demo_restore *R, uint64_t features)
+{
+	if (R->features != features)
+		demo_fail("restored uffd fd %d has features 0x%llx, this demo uses 0x%llx: not "
+			  "a checkpoint of this demo", R->fd, (unsigned long long)R->features,
+			  (unsigned long long)features);
+}
+
+/* "<name>: pid <PID> restored (...)" */
+__attribute__((format(printf, 1, 2)))
+static inline void demo_restored_line(const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	printf("%s: pid %d restored (%s)\n", demo.name, (int)getpid(), msg);
+	fflush(stdout);
+}
+
+/* /proc/self/pagemap entries of the npages pages from p (reading it neither
+ * faults nor changes anything). */
+#define DEMO_PM_PRESENT(e) (((e) >> PM_BIT_PRESENT & 1) | ((e) >> PM_BIT_SWAPPED & 1))
+#define DEMO_PM_UFFD_WP(e) ((e) >> PM_BIT_UFFD_WP & 1)
+
+static inline uint64_t *demo_pagemap(const void *p, size_t npages)
+{
+	uint64_t *ent = demo_xmalloc(npages * sizeof(*ent));
+	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		demo_fail_errno("open /proc/self/pagemap");
+	size_t want = npages * sizeof(*ent), got = 0;
+	off_t off = (off_t)((uintptr_t)p / demo.page * sizeof(*ent));
+	while (got < want) {
+		ssize_t n = pread(fd, (char *)ent + got, want - got, off + (off_t)got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			demo_fail("reading /proc/self/pagemap: %s", n < 0 ? strerror(errno) : "short read");
+		got += (size_t)n;
+	}
+	close(fd);
+	return ent;
 }
 
 #endif

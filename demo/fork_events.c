@@ -16,7 +16,24 @@
  * The kernel follows the REMAP event with an UNMAP event for the source range
  * of the move (p32-47), so five events are expected.
  * Checked: each event once, with the right fields, on the right uffd; every
- * page's data; the exact number of faults per page in each process. */
+ * page's data; the exact number of faults per page in each process.
+ *
+ * Restart after a checkpoint (uffd-replay, see demo_common.h) is supported
+ * for a checkpoint taken before the fork: the restored region must be the
+ * one 64-page MISSING range with only a prefix of p0-15 present (read from
+ * /proc/self/pagemap; their data is checked); the demo resumes the touches
+ * there and then forks, moves, drops and unmaps itself, so every event
+ * above happens (and is checked) in the restored process.  The faults of the
+ * pages present at the restore happened before it and are not counted.
+ * Not supported: a checkpoint taken while the FORK event's uffd is open
+ * (it serves the child's memory; uffd-replay refuses the image), and one
+ * taken after the child is gone and the parent went on (its events and
+ * faults before the checkpoint cannot be checked again): the restored demo
+ * says so and exits 77 (SKIP).  A checkpoint taken after both UNREGISTERs (the
+ * uffd comes back without ranges) runs the whole demo again on the restored
+ * uffd.  Hold points: ready, mid (p0-7 touched, before the fork),
+ * child-exited (the child is gone, the parent still holds its uffd: a
+ * checkpoint there is one uffd-replay must refuse), restored. */
 #include "demo_common.h"
 
 #define NPG 64
@@ -182,25 +199,89 @@ static const char *evname(unsigned e)
 	       e == UFFD_EVENT_REMOVE ? "REMOVE" : e == UFFD_EVENT_UNMAP ? "UNMAP" : "?";
 }
 
+#define FEATURES (UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP | \
+		  UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP)
+
+/* A restored region: it must be from before the fork.  Returns how many of
+ * p0-15 were touched before the checkpoint (they are present, p0 first). */
+static size_t resume_point(struct fe *F, const struct demo_restore *R)
+{
+	size_t P = demo.page;
+	const char *why = NULL;
+	F->base = demo_restored_range(R, NPG * P, UFFDIO_REGISTER_MODE_MISSING);
+	if (!F->base || R->nranges != 1)
+		why = "the region is no longer one 64-page MISSING range";
+	size_t npre = 0;
+	uint64_t *pm = F->base ? demo_pagemap(F->base, NPG) : NULL;
+	for (size_t pg = 0; !why && pg < NPG; pg++) {
+		if (!DEMO_PM_PRESENT(pm[pg]))
+			continue;
+		if (pg >= 16)
+			why = "pages touched after the fork are present";
+		else if (pg != npre)
+			demo_fail("restored: page %zu is present but page %zu, touched before it, is not",
+				  pg, npre);
+		else
+			npre++;
+	}
+	free(pm);
+	if (why)
+		demo_skip("restored from a checkpoint taken after the fork (%s): not supported, "
+			  "the FORK event and what came before the checkpoint cannot be checked "
+			  "again in one process", why);
+	touch("restored ", F->base, 0, 0, npre, PSEED);
+	return npre;
+}
+
 int main(int argc, char **argv)
 {
-	demo_init("fork_events", argc, argv);
+	demo_init("fork_events", "ready mid child-exited restored", argc, argv);
 	static struct fe F = { .cuffd = -1 };
 	size_t P = demo.page;
-	F.base = demo_mmap_anon(NPG * P);
-	F.uffd = demo_uffd_syscall(O_CLOEXEC | O_NONBLOCK);
-	demo_uffd_api(F.uffd, UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_EVENT_REMAP |
-			      UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP);
-	demo_uffd_register(F.uffd, F.base, NPG * P, UFFDIO_REGISTER_MODE_MISSING,
-			   1ULL << _UFFDIO_COPY);
+	unsigned char pre[NPG] = { 0 };
+	size_t npre = 0;
+	struct demo_restore R;
+	int restored = demo_restored(&R), resumed = 0;
+	if (restored) {
+		demo_restored_features(&R, FEATURES);
+		F.uffd = R.fd;
+		if (R.nranges) {
+			npre = resume_point(&F, &R);
+			memset(pre, 1, npre);
+			resumed = 1;
+		}
+	}
+	if (!resumed) {
+		F.base = demo_mmap_anon(NPG * P);
+		if (!restored) {
+			F.uffd = demo_uffd_syscall(O_CLOEXEC | O_NONBLOCK);
+			demo_uffd_api(F.uffd, FEATURES);
+		}
+		demo_uffd_register(F.uffd, F.base, NPG * P, UFFDIO_REGISTER_MODE_MISSING,
+				   1ULL << _UFFDIO_COPY);
+	}
 	if (pipe2(F.cmd, O_CLOEXEC) < 0)
 		demo_fail_errno("pipe2");
 	F.buf = demo_page_buf();
 	pthread_t th;
 	demo_pthread_create(&th, handler, &F);
-	demo_ready();
+	if (resumed) {
+		demo_restored_line("uffd fd %d, region %p: before the fork, %zu of p0-15 touched",
+				   F.uffd, (void *)F.base, npre);
+	} else if (restored) {
+		demo_restored_line("uffd fd %d without ranges: the checkpoint was taken after "
+				   "UNREGISTER; running the whole demo again on it", F.uffd);
+	} else {
+		demo_ready();
+		demo_hold("ready");
+	}
+	if (restored)
+		demo_hold("restored");
 
-	touch("", F.base, 0, 0, 16, PSEED);
+	touch("", F.base, 0, npre < 8 ? npre : 8, 8, PSEED);
+	if (npre <= 8)
+		demo_hold("mid");
+	touch("", F.base, 0, npre > 8 ? npre : 8, 16, PSEED);
 	fflush(stdout);
 	pid_t pid = fork();
 	if (pid < 0)
@@ -217,6 +298,7 @@ int main(int argc, char **argv)
 			demo_fail_errno("waitpid");
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		demo_fail("child exited with status 0x%x", st);
+	demo_hold("child-exited");
 	command(&F, 'c');
 
 	touch("", F.base, 0, 16, 24, PSEED);
@@ -266,7 +348,7 @@ int main(int argc, char **argv)
 	/* Faults per original page: parent, child. */
 	unsigned long nf[2] = { 0, 0 };
 	for (size_t pg = 0; pg < NPG; pg++) {
-		unsigned wp = pg < 8 ? 2 : pg < 24 ? 1 : pg < 32 ? 0 : pg < 48 ? 1 : 0;
+		unsigned wp = (pg < 8 ? 2 : pg < 24 ? 1 : pg < 32 ? 0 : pg < 48 ? 1 : 0) - pre[pg];
 		unsigned wc = pg >= 16 && pg < 32;
 		if (F.hits[0][pg] != wp || F.hits[1][pg] != wc)
 			demo_fail("page %zu: %u parent / %u child faults, expected %u / %u", pg,
@@ -282,6 +364,7 @@ int main(int argc, char **argv)
 	munmap(F.base, 32 * P);
 	munmap(dst, 16 * P);
 	free(F.buf);
-	demo_ok("events FORK, REMAP (+ UNMAP of its source), REMOVE, UNMAP once each with the right fields; %lu parent faults + %lu child faults on the forked uffd, per page as expected (%lu COPY retries after EAGAIN); data right in both processes",
+	demo_ok("%sevents FORK, REMAP (+ UNMAP of its source), REMOVE, UNMAP once each with the right fields; %lu parent faults + %lu child faults on the forked uffd, per page as expected (%lu COPY retries after EAGAIN); data right in both processes",
+		resumed ? "restored before the fork: " : restored ? "restored uffd without ranges, run again: " : "",
 		nf[0], nf[1], F.eagain);
 }

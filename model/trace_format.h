@@ -52,6 +52,8 @@ enum ut_kind {
 	UT_SEND,           /* uffd sent over SCM_RIGHTS; a=peer pid if known */
 	UT_RECV,           /* uffd received; a=peer pid (whose memory it serves),
 			    * b=1 if the sender's shim gave its model */
+	UT_PROC_COMM,      /* the process's name (at start and after exec):
+			    * 16 bytes of comm in a and b, NUL padded */
 	UT_KIND_MAX
 };
 

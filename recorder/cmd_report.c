@@ -80,6 +80,7 @@ struct proc_info {
 	uint32_t parent; /* 0: unknown */
 	uint64_t execs;
 	const char *comm; /* NULL: unknown */
+	char comm_buf[17]; /* from a UT_PROC_COMM record */
 };
 
 struct window_key {
@@ -341,6 +342,14 @@ static void on_record(struct report *r, const struct ut_record *rec)
 	case UT_PROC_EXEC:
 		proc_get(r, rec->pid)->execs++;
 		break;
+	case UT_PROC_COMM: {
+		struct proc_info *p = proc_get(r, rec->pid);
+		memcpy(p->comm_buf, &rec->a, 8);
+		memcpy(p->comm_buf + 8, &rec->b, 8);
+		p->comm_buf[16] = 0;
+		p->comm = p->comm_buf;
+		break;
+	}
 	case UT_REGISTER:
 		if (rec->result >= 0 && rec->b) {
 			struct uffd_state *u = uffd_get(r, rec->ino);

@@ -46,8 +46,9 @@ static const char *const kind_names[UT_KIND_MAX] = {
 	[UT_PROC_EXEC] = "proc_exec",
 	[UT_SEND] = "send",
 	[UT_RECV] = "recv",
+	[UT_PROC_COMM] = "proc_comm",
 };
-_Static_assert(UT_RECV + 1 == UT_KIND_MAX, "kind_names must name every enum ut_kind");
+_Static_assert(UT_PROC_COMM + 1 == UT_KIND_MAX, "kind_names must name every enum ut_kind");
 
 const char *trace_kind_name(unsigned kind)
 {

@@ -117,6 +117,10 @@ static void segment_open(void)
 		}
 	}
 	shim_tracing = 1;
+	/* The name also as a record: a merged trace keeps it per process. */
+	uint64_t cw[2];
+	memcpy(cw, h->comm, sizeof(cw));
+	shim_trace(UT_PROC_COMM, -1, 0, 0, cw[0], cw[1], 0, 0, 0);
 }
 
 void shim_trace_init(void)

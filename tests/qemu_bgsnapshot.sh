@@ -140,6 +140,7 @@ run_once() {
 for m in "${MODES[@]}"; do
     base=$QL_N
     run_once "$m"
+    ql_stop_all
     # A run that stopped early leaves assertions unreported: they fail.
     while [ "$QL_N" -lt $((base + $(per_mode "$m"))) ]; do
         ql_ok 1 "$m: not reached (an earlier step failed)"

@@ -127,6 +127,7 @@ run_once() {
 for m in "${MODES[@]}"; do
     base=$QL_N
     run_once "$m"
+    ql_stop_all
     # A run that stopped early leaves assertions unreported: they fail.
     want=4; [ "$m" = shim ] && want=6
     while [ "$QL_N" -lt $((base + want)) ]; do ql_ok 1 "$m: not reached (an earlier step failed)"; done

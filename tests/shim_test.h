@@ -14,11 +14,12 @@
  *       the shim is loaded; calls skip_all() when the library is missing or
  *       did not load after the re-exec.
  *   int shim_record_run(char *const args[], char *out, size_t outlen)
- *       Runs <build>/uffd-record args... natively (fork + raw execve, no
+ *       Runs <build>/uffd-record args... natively (vfork + raw execve, no
  *       LD_PRELOAD, fds above 2 closed, stdin /dev/null), captures stdout and
  *       stderr together into out (NUL-terminated, truncated to outlen-1; out
  *       may be NULL).  Returns its exit status, 128+sig if killed, or -1 if it
  *       could not be run (errno set).  args[] excludes argv[0], NULL-ended.
+ *       vfork: no FORK event even if a uffd has UFFD_FEATURE_EVENT_FORK.
  *   int shim_verify_self(const char *label)
  *       `uffd-record status <getpid()> --verify`; returns its exit code (0 =
  *       model and kernel agree; see recorder/cmd_status.c for 1/2/3).  On a
@@ -156,7 +157,11 @@ static inline int shim_record_run(char *const args[], char *out, size_t outlen)
 		return -1;
 	}
 	fflush(NULL);
-	pid_t pid = fork();
+	/* vfork, not fork: a fork would copy the address space, and with a uffd
+	 * that has UFFD_FEATURE_EVENT_FORK and registered memory the kernel holds
+	 * fork() until someone reads the FORK event - possibly never.  The child
+	 * only makes raw system calls until execve. */
+	pid_t pid = vfork();
 	if (pid < 0) {
 		int e = errno;
 		close(p[0]);

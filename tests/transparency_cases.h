@@ -772,8 +772,8 @@ static void c_copy(struct cx *c)
 		copy_op(c, fd, PG(r, 0), PG(s, 0), 2 * ps, 0);
 		break;
 	case 16: IOC(c, fd, UFFDIO_COPY, (void *)1); break;
-	case 17: copy_op(c, fd, PG(r, 0), PG(r, 1), ps, 0); break;           /* src in dst region */
-	case 18: copy_op(c, fd, PG(r, 0), PG(r, 0), ps, 0); break;           /* src == dst */
+	case 17: copy_op(c, fd, PG(r, 0), PG(r, 3), ps, 0); break;           /* src: unregistered page of the dst region */
+	case 18: copy_op(c, fd, PG(r, 3), PG(r, 3), ps, 0); break;           /* src == dst, unregistered */
 	case 19: copy_op(c, fd, PG(r, 0), PG(s, 0), (uint64_t)0 - ps, 0); break;
 	case 20: /* by another uffd */ {
 		int o = mk_uffd(c, feat_std());
@@ -853,8 +853,8 @@ static const struct tcase copy_cases[] = {
 	{"COPY from an unmapped src (EFAULT)", c_copy, MEM_ALL, 0, 14},
 	{"COPY two pages, second src page unmapped (partial)", c_copy, MEM_ALL, 0, 15},
 	{"COPY bad pointer (void*)1", c_copy, MEM_ALL, 0, 16},
-	{"COPY src inside the dst region", c_copy, MEM_ALL, 0, 17},
-	{"COPY src == dst", c_copy, MEM_ALL, 0, 18},
+	{"COPY src from an unregistered page of the dst region", c_copy, MEM_ALL, 0, 17},
+	{"COPY src == dst (unregistered page)", c_copy, MEM_ALL, 0, 18},
 	{"COPY len that wraps", c_copy, MEM_ALL, 0, 19},
 	{"COPY by a uffd that did not register the range", c_copy, MEM_ALL, 0, 20},
 	{"COPY after UNREGISTER", c_copy, MEM_ALL, 0, 21},
