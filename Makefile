@@ -64,7 +64,7 @@ $(B)/demo/%: demo/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread
 
-$(B)/tests/%: tests/%.c tests/test_helpers.h $(LIBMODEL)
+$(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIBMODEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(LIBMODEL) -lpthread
 

@@ -89,19 +89,26 @@ static int verify_task(const struct ucr_task *t)
 	if (rc < 0) {
 		ucr_err("pid %d: cannot check the shim's model against the kernel: %s", t->pid,
 			rep.error);
+	} else if (rc > 0 && t->st.missed_updates) {
+		ucr_err("pid %d: the shim's model is inexact (%u kernel calls it could not follow, "
+			"made from signal handlers) and disagrees with the kernel (%u disagreement%s): "
+			"the dump is refused", t->pid, t->st.missed_updates, rep.disagreements,
+			rep.disagreements == 1 ? "" : "s");
 	} else if (rc > 0) {
 		ucr_err("pid %d: transient: the shim's model disagrees with the kernel at freeze "
 			"time (%u disagreement%s: an app thread was inside a uffd or memory call the "
 			"shim had not recorded yet); the dump would not restore exactly, so it is "
 			"refused: run it again", t->pid, rep.disagreements,
 			rep.disagreements == 1 ? "" : "s");
+	}
+	if (rc > 0) {
 		unsigned shown = 0;
 		for (size_t i = 0; i < rep.n && shown < 20; i++)
 			if (rep.e[i].kind == VK_DISAGREE) {
 				ucr_err("pid %d:   %s", t->pid, rep.e[i].text);
 				shown++;
 			}
-	} else {
+	} else if (rc == 0) {
 		ucr_info("pid %d: the shim's model agrees with the kernel (%u uffds, %u ranges, "
 			 "%" PRIu64 " pages checked)", t->pid, rep.nuffds, rep.nranges, rep.npages);
 	}
@@ -127,6 +134,89 @@ static bool memory_served(const struct ucr_task *t)
 	return !t->shimmed && ucr_task_nuffds(t) == 1;
 }
 
+static pid_t ppid_of(pid_t pid)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	int pp = -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "PPid: %d", &pp) == 1)
+			break;
+	fclose(f);
+	return pp;
+}
+
+/* Does t's smaps show exactly u's ranges with u's modes over them? */
+static bool vmas_match(const struct ucr_task *t, const struct um_uffd *u)
+{
+	struct pf_vmas vs;
+	char err[300];
+	if (!u->nranges || pf_read_smaps(t->pid, &vs, err, sizeof(err)) < 0)
+		return false;
+	bool ok = true;
+	for (uint32_t k = 0; k < u->nranges && ok; k++) {
+		const struct um_range *g = &u->ranges[k];
+		uint64_t covered = 0;
+		for (size_t i = 0; i < vs.n && ok; i++) {
+			const struct pf_vma *v = &vs.v[i];
+			if (v->end <= g->start || v->start >= g->end)
+				continue;
+			covered += (v->end < g->end ? v->end : g->end) -
+				   (v->start > g->start ? v->start : g->start);
+			ok = (v->uffd_flags & PF_VM_UFFD_MASK) == (g->modes & MODE_MASK);
+		}
+		ok = ok && covered == g->end - g->start;
+	}
+	pf_vmas_free(&vs);
+	return ok;
+}
+
+/* A uffd that a FORK event delivered learns its child's pid in the shim
+ * only if the fork() wrapper sees it; when the reader noted the event after
+ * fork() returned, the model says "unknown process".  Find that child among
+ * the dumped tasks: the one child of the forking process whose registered
+ * VMAs are exactly the uffd's ranges. */
+static void resolve_unknown_mm(void)
+{
+	for (size_t i = 0; i < ucr_task_count(); i++) {
+		struct ucr_task *q = ucr_task_at(i);
+		if (!q->shimmed)
+			continue;
+		for (uint32_t k = 0; k < q->st.nuffds; k++) {
+			struct um_uffd *u = q->st.uffds[k];
+			if (u->mm_pid || u->origin != UM_ORIGIN_FORK_EVENT)
+				continue;
+			const struct um_uffd *from = u->parent_id > 0 ?
+				um_uffd_by_id(&q->st, (uint32_t)u->parent_id) : NULL;
+			pid_t forker = from && from->mm_pid > 0 ? from->mm_pid : q->pid;
+			struct ucr_task *found = NULL;
+			int nfound = 0;
+			for (size_t c = 0; c < ucr_task_count(); c++) {
+				struct ucr_task *t = ucr_task_at(c);
+				if (t == q && forker != q->pid)
+					continue;
+				if (ppid_of(t->pid) != forker || !vmas_match(t, u))
+					continue;
+				found = t;
+				nfound++;
+			}
+			if (nfound == 1) {
+				u->mm_pid = found->pid;
+				ucr_info("pid %d: uffd %u (from a FORK event, the model does not know for "
+					 "which child) serves pid %d: the only child of pid %d whose "
+					 "registered memory is exactly its ranges", q->pid, u->id,
+					 found->pid, forker);
+			} else {
+				ucr_debug("pid %d: uffd %u (FORK event) serves an unknown process: %d "
+					  "candidate%s", q->pid, u->id, nfound, nfound == 1 ? "" : "s");
+			}
+		}
+	}
+}
+
 static int checkpoint_all(void)
 {
 	char err[512];
@@ -145,6 +235,7 @@ static int checkpoint_all(void)
 			return -1;
 		}
 	}
+	resolve_unknown_mm();
 	for (size_t i = 0; i < ucr_task_count(); i++) {
 		struct ucr_task *t = ucr_task_at(i);
 		if (!t->shimmed) {

@@ -55,9 +55,7 @@ static uint64_t exec_area(pid_t tid)
 
 static bool traced_by_me(pid_t tid)
 {
-	struct pf_status st;
 	char path[64], line[256];
-	(void)st;
 	snprintf(path, sizeof(path), "/proc/%d/status", tid);
 	FILE *f = fopen(path, "re");
 	if (!f)

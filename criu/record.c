@@ -137,6 +137,10 @@ int ucr_rec_decode(const void *buf, size_t len, struct ucr_rec *r, char *err, si
 	GET(r->wp, h.nwp, struct ucr_run);
 	GET(r->present, h.npresent, struct ucr_run);
 #undef GET
+	for (uint32_t i = 0; i < h.nholders; i++)
+		if (r->holders[i].pid <= 0 || r->holders[i].fd < 0)
+			FAIL("holder %u (pid %d, fd %d) is malformed", i, r->holders[i].pid,
+			     r->holders[i].fd);
 	for (uint32_t i = 0; i < h.nranges; i++) {
 		const struct ucr_range *g = &r->ranges[i];
 		if (g->start >= g->end || (g->start | g->end) & (UM_PAGE_SIZE - 1) || !g->modes ||

@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h> /* socklen_t, for ctl_client.h */
 #include <sys/types.h>
 
 #include "ctl_client.h"

@@ -83,7 +83,8 @@ static int add_ranges(struct um_uffd *u, pid_t pid, char *reason, size_t len)
 		m.ino = v->ino;
 		m.backing = backing_of(v);
 		m.pagesize = v->kernel_page_size ? (uint32_t)v->kernel_page_size : UM_PAGE_SIZE;
-		snprintf(m.name, sizeof(m.name), "%s", v->name);
+		size_t nl = strnlen(v->name, sizeof(m.name) - 1);
+		memcpy(m.name, v->name, nl); /* truncated, as the model keeps it */
 		/* PF_VM_* bits are the UFFDIO_REGISTER_MODE_* bits. */
 		if (um_register(u, v->start, v->end, v->uffd_flags, 0, &m, 1) < 0) {
 			snprintf(reason, len, "out of memory");

@@ -15,11 +15,12 @@
  *
  * Restart after a checkpoint: under `uffd-replay -D DIR -- DEMO`, the shim
  * recreates the uffd, its registered memory (with the contents it had) and
- * its write-protection before main() runs.  demo_restored() says so; the demo
- * then adopts the uffd and the region, works out from what the region holds
- * how far the checkpointed run had got, prints "<name>: pid <PID> restored
- * (...)", holds at "restored" if asked, restarts its handler thread(s) and
- * finishes (its OK line then says "restored").
+ * its write-protection before main() runs.  demo_restored() says so: it
+ * prints "<name>: pid <PID> restored (...)" and holds at "restored" if asked,
+ * before the demo changes anything.  The demo then adopts the uffd and the
+ * region, works out from what the region holds how far the checkpointed run
+ * had got (and says so), restarts its handler thread(s) and finishes (its OK
+ * line then says "restored").
  *
  * The helpers call plain libc functions (syscall, ioctl, read, poll, close)
  * so that an LD_PRELOAD shim sees every uffd operation. */
@@ -452,8 +453,9 @@ struct demo_restore {
 	struct { char *start; size_t len; uint64_t modes; } r[DEMO_MAX_RANGES];
 };
 
-/* 1 if this process was restored by uffd-replay (R filled), 0 if not.  Each
- * demo checkpoints one uffd; an image with more is not one of this demo's. */
+/* 1 if this process was restored by uffd-replay (R filled; the restored line
+ * printed, held at "restored" if asked), 0 if not.  Each demo checkpoints
+ * one uffd; an image with more is not one of this demo's. */
 static inline int demo_restored(struct demo_restore *R)
 {
 	struct uffdshim_restored_uffd u[2];
@@ -477,6 +479,11 @@ static inline int demo_restored(struct demo_restore *R)
 		R->r[i].len = len;
 		R->r[i].modes = modes;
 	}
+	printf("%s: pid %d restored (uffd fd %d, features 0x%llx, %u registered range%s)\n",
+	       demo.name, (int)getpid(), R->fd, (unsigned long long)R->features, R->nranges,
+	       R->nranges == 1 ? "" : "s");
+	fflush(stdout);
+	demo_hold("restored");
 	return 1;
 }
 
@@ -498,16 +505,16 @@ static inline void demo_restored_features(const struct demo_restore *R, uint64_t
 			  (unsigned long long)features);
 }
 
-/* "<name>: pid <PID> restored (...)" */
+/* "<name>: <msg>" */
 __attribute__((format(printf, 1, 2)))
-static inline void demo_restored_line(const char *fmt, ...)
+static inline void demo_note(const char *fmt, ...)
 {
 	char msg[600];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	printf("%s: pid %d restored (%s)\n", demo.name, (int)getpid(), msg);
+	printf("%s: %s\n", demo.name, msg);
 	fflush(stdout);
 }
 

@@ -33,7 +33,9 @@
  * uffd comes back without ranges) runs the whole demo again on the restored
  * uffd.  Hold points: ready, mid (p0-7 touched, before the fork),
  * child-exited (the child is gone, the parent still holds its uffd: a
- * checkpoint there is one uffd-replay must refuse), restored. */
+ * checkpoint there is one uffd-replay must refuse), moved (after the
+ * mremap: a checkpoint there is one the restored demo does not support),
+ * unregistered (before close), restored. */
 #include "demo_common.h"
 
 #define NPG 64
@@ -235,7 +237,7 @@ static size_t resume_point(struct fe *F, const struct demo_restore *R)
 
 int main(int argc, char **argv)
 {
-	demo_init("fork_events", "ready mid child-exited restored", argc, argv);
+	demo_init("fork_events", "ready mid child-exited moved unregistered restored", argc, argv);
 	static struct fe F = { .cuffd = -1 };
 	size_t P = demo.page;
 	unsigned char pre[NPG] = { 0 };
@@ -266,17 +268,15 @@ int main(int argc, char **argv)
 	pthread_t th;
 	demo_pthread_create(&th, handler, &F);
 	if (resumed) {
-		demo_restored_line("uffd fd %d, region %p: before the fork, %zu of p0-15 touched",
-				   F.uffd, (void *)F.base, npre);
+		demo_note("resuming before the fork: region %p, %zu of p0-15 touched", (void *)F.base,
+			  npre);
 	} else if (restored) {
-		demo_restored_line("uffd fd %d without ranges: the checkpoint was taken after "
-				   "UNREGISTER; running the whole demo again on it", F.uffd);
+		demo_note("resuming: no range, the checkpoint was taken after UNREGISTER: "
+			  "running the whole demo again on the restored uffd");
 	} else {
 		demo_ready();
 		demo_hold("ready");
 	}
-	if (restored)
-		demo_hold("restored");
 
 	touch("", F.base, 0, npre < 8 ? npre : 8, 8, PSEED);
 	if (npre <= 8)
@@ -309,6 +309,7 @@ int main(int argc, char **argv)
 	if (mremap(F.base + 32 * P, 16 * P, 16 * P, MREMAP_MAYMOVE | MREMAP_FIXED, dst) != dst)
 		demo_fail_errno("mremap");
 	touch("moved ", dst, 32, 0, 16, PSEED);
+	demo_hold("moved");
 	if (madvise(F.base, 8 * P, MADV_DONTNEED) < 0)
 		demo_fail_errno("madvise(MADV_DONTNEED)");
 	touch("", F.base, 0, 0, 8, PSEED);
@@ -358,6 +359,7 @@ int main(int argc, char **argv)
 	}
 	demo_uffd_unregister(F.uffd, F.base, 32 * P);
 	demo_uffd_unregister(F.uffd, dst, 16 * P);
+	demo_hold("unregistered");
 	close(F.uffd);
 	close(F.cmd[0]);
 	close(F.cmd[1]);

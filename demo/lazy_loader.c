@@ -23,7 +23,8 @@
  * file and the untouched ones were never loaded.  A checkpoint taken after
  * the UNREGISTER (the uffd comes back without its range) runs the whole demo
  * again on the restored uffd.
- * Hold points: ready, mid (half of the pages touched), restored. */
+ * Hold points: ready, mid (half of the pages touched), end (all touched,
+ * handler stopped), unregistered (before close), restored. */
 #include "demo_common.h"
 
 #define FILE_SIZE (8UL << 20)
@@ -163,7 +164,7 @@ static size_t resume_point(struct loader *L, const size_t *order, unsigned char 
 
 int main(int argc, char **argv)
 {
-	demo_init("lazy_loader", "ready mid restored", argc, argv);
+	demo_init("lazy_loader", "ready mid end unregistered restored", argc, argv);
 	struct loader L = { .len = FILE_SIZE, .main_tid = gettid() };
 	L.npages = L.len / demo.page;
 	L.hits = demo_xmalloc(L.npages);
@@ -203,17 +204,15 @@ int main(int argc, char **argv)
 	pthread_t th;
 	demo_pthread_create(&th, handler, &L);
 	if (resumed) {
-		demo_restored_line("uffd fd %d, region %p: %zu pages loaded before the checkpoint, "
-				   "resuming at touch %zu", L.uffd, (void *)L.base, npre, start);
+		demo_note("resuming at touch %zu: region %p, %zu pages loaded before the checkpoint",
+			  start, (void *)L.base, npre);
 	} else if (restored) {
-		demo_restored_line("uffd fd %d without its range: the checkpoint was taken after "
-				   "UNREGISTER; running the whole demo again on it", L.uffd);
+		demo_note("resuming: no range, the checkpoint was taken after UNREGISTER: "
+			  "running the whole demo again on the restored uffd");
 	} else {
 		demo_ready();
 		demo_hold("ready");
 	}
-	if (restored)
-		demo_hold("restored");
 
 	/* Touch 7 pages of every 8, in a scrambled order; every third touch is
 	 * a write (of the byte the file has there, so the data stays equal). */
@@ -246,6 +245,7 @@ int main(int argc, char **argv)
 
 	demo_eventfd_signal(L.stopfd);
 	pthread_join(th, NULL);
+	demo_hold("end");
 
 	if (L.misaligned || L.wrong_tid)
 		demo_fail("bad fault messages: %lu not page-aligned, %lu with a foreign thread id",
@@ -273,6 +273,7 @@ int main(int argc, char **argv)
 	}
 
 	demo_uffd_unregister(L.uffd, L.base, L.len);
+	demo_hold("unregistered");
 	const char *untouched = L.base + 7 * demo.page;
 	for (size_t i = 0; i < demo.page; i++)
 		if (untouched[i])

@@ -25,7 +25,9 @@
  * fault again).  A checkpoint taken inside the sharing check (the mark is in
  * page 5) puts the page back first; one taken after the UNREGISTER (the uffd
  * comes back without its range) runs the whole demo again on the restored
- * uffd.  Hold points: ready, mid (half of the pages touched), restored. */
+ * uffd.  Hold points: ready, mid (half of the pages touched), end (all
+ * touched, handler stopped), marked (the mark is in page 5), unregistered
+ * (before close), restored. */
 #include "demo_common.h"
 
 #define REGION (4UL << 20)
@@ -105,6 +107,7 @@ static void sharing_check(struct minor *M)
 	char *a = M->alias + MARK_PAGE * demo.page + MARK_AT;
 	uint64_t mark = MARK, fresh = DEMO_WORD(FRESH, MARK_PAGE, MARK_AT / 8);
 	memcpy(v, &mark, 8);
+	demo_hold("marked");
 	if (memcmp(a, &mark, 8))
 		demo_fail("a write through the registered view is not seen through the alias");
 	memcpy(a, &fresh, 8);
@@ -176,7 +179,7 @@ static size_t resume_point(struct minor *M, int *mfd, const size_t *order, unsig
 
 int main(int argc, char **argv)
 {
-	demo_init("minor_shmem", "ready mid restored", argc, argv);
+	demo_init("minor_shmem", "ready mid end marked unregistered restored", argc, argv);
 	struct minor M = { .len = REGION };
 	M.npages = M.len / demo.page;
 	M.hits = demo_xmalloc(M.npages);
@@ -227,17 +230,15 @@ int main(int argc, char **argv)
 	pthread_t th;
 	demo_pthread_create(&th, handler, &M);
 	if (resumed) {
-		demo_restored_line("uffd fd %d, view %p: %zu pages mapped before the checkpoint, "
-				   "resuming at touch %zu", M.uffd, (void *)M.view, npre, start);
+		demo_note("resuming at touch %zu: view %p, %zu pages mapped before the checkpoint",
+			  start, (void *)M.view, npre);
 	} else if (restored) {
-		demo_restored_line("uffd fd %d without its range: the checkpoint was taken after "
-				   "UNREGISTER; running the whole demo again on it", M.uffd);
+		demo_note("resuming: no range, the checkpoint was taken after UNREGISTER: "
+			  "running the whole demo again on the restored uffd");
 	} else {
 		demo_ready();
 		demo_hold("ready");
 	}
-	if (restored)
-		demo_hold("restored");
 
 	/* Touch 3 pages of every 4 of the registered view, scrambled; every
 	 * fifth touch is a write (of the value the page will hold). */
@@ -267,6 +268,7 @@ int main(int argc, char **argv)
 
 	demo_eventfd_signal(M.stopfd);
 	pthread_join(th, NULL);
+	demo_hold("end");
 
 	/* After CONTINUE both views map the same page-cache page. */
 	sharing_check(&M);
@@ -293,6 +295,7 @@ int main(int argc, char **argv)
 	}
 
 	demo_uffd_unregister(M.uffd, M.view, M.len);
+	demo_hold("unregistered");
 	close(M.stopfd);
 	close(M.uffd);
 	munmap(M.view, M.len);

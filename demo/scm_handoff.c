@@ -10,7 +10,20 @@
  * (so a dead handler cannot leave it hanging: the uffd is released instead),
  * touches 3/4 of the pages in a scrambled order and checks their contents,
  * then tells the handler to stop, gets its fault count back, and checks that
- * count and the handler's exit status. */
+ * count and the handler's exit status.
+ *
+ * Restart after a checkpoint (uffd-replay, see demo_common.h) is supported
+ * for a checkpoint of the parent taken while it still holds its uffd (before
+ * or during the handoff): the restored parent adopts the uffd and the region
+ * (no page may be present yet: the parent touches nothing before it has let
+ * its uffd go), starts a new handler, hands it the restored uffd and carries
+ * on; everything above is checked.  Not supported: a checkpoint of the parent
+ * after it closed its uffd (the image holds no uffd, so a relaunch is simply
+ * a new run, and the handler it had is gone), and a checkpoint of the handler
+ * (its uffd serves the parent's memory: uffd-replay refuses the image).
+ * A handler left behind by a killed parent sees the socket close and exits.
+ * Hold points: ready, mid (before the handoff), handed-off (the handler
+ * has the uffd, the parent still holds it too), restored. */
 #include "demo_common.h"
 
 #include <sys/socket.h>
@@ -141,14 +154,41 @@ int main(int argc, char **argv)
 {
 	if (argc == 3 && strcmp(argv[1], "--handler") == 0)
 		return handler_main(argv[2]);
-	demo_init("scm_handoff", argc, argv);
+	demo_init("scm_handoff", "ready mid handed-off restored", argc, argv);
 	size_t npages = REGION / demo.page;
-	char *base = demo_mmap_anon(REGION);
-	int uffd = demo_uffd_syscall(O_CLOEXEC | O_NONBLOCK);
-	demo_uffd_api(uffd, 0);
-	demo_uffd_register(uffd, base, REGION, UFFDIO_REGISTER_MODE_MISSING,
-			   1ULL << _UFFDIO_COPY);
-	demo_ready();
+	char *base = NULL;
+	int uffd;
+	struct demo_restore R;
+	int restored = demo_restored(&R);
+	if (restored) {
+		demo_restored_features(&R, 0);
+		uffd = R.fd;
+		/* The parent never unregisters: its uffd always has the region. */
+		base = demo_restored_range(&R, REGION, UFFDIO_REGISTER_MODE_MISSING);
+		if (!base || R.nranges != 1)
+			demo_fail("restored: uffd fd %d does not hold one 1 MiB MISSING range: "
+				  "not a scm_handoff checkpoint", R.fd);
+		uint64_t *pm = demo_pagemap(base, npages);
+		for (size_t pg = 0; pg < npages; pg++)
+			if (DEMO_PM_PRESENT(pm[pg]))
+				demo_fail("restored: page %zu is present, but the parent touches "
+					  "nothing while it holds its uffd", pg);
+		free(pm);
+	} else {
+		base = demo_mmap_anon(REGION);
+		uffd = demo_uffd_syscall(O_CLOEXEC | O_NONBLOCK);
+		demo_uffd_api(uffd, 0);
+		demo_uffd_register(uffd, base, REGION, UFFDIO_REGISTER_MODE_MISSING,
+				   1ULL << _UFFDIO_COPY);
+	}
+	if (restored) {
+		demo_note("resuming before the handoff: region %p, handing the restored uffd to a "
+			  "new handler", (void *)base);
+	} else {
+		demo_ready();
+		demo_hold("ready");
+	}
+	demo_hold("mid");
 
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -179,6 +219,7 @@ int main(int argc, char **argv)
 	}
 	if (rep.magic != MAGIC || rep.pid != pid)
 		demo_fail("bad ack from the handler (pid %d, expected %d)", rep.pid, (int)pid);
+	demo_hold("handed-off");
 	close(uffd); /* the handler's copy keeps the registration alive */
 
 	size_t *order = demo_shuffled(npages, SEED);
@@ -210,6 +251,7 @@ int main(int argc, char **argv)
 			  (unsigned long long)rep.faults, touched);
 	munmap(base, REGION);
 	free(order);
-	demo_ok("uffd passed by SCM_RIGHTS to exec'd handler pid %d, which served %llu faults for %zu pages touched; contents right; handler exited 0",
-		(int)pid, (unsigned long long)rep.faults, touched);
+	demo_ok("%suffd passed by SCM_RIGHTS to exec'd handler pid %d, which served %llu faults for %zu pages touched; contents right; handler exited 0",
+		restored ? "restored before the handoff: " : "", (int)pid,
+		(unsigned long long)rep.faults, touched);
 }

@@ -33,7 +33,10 @@
  * (only the snapshot area comes back) re-checks the snapshot against the
  * protect-time contents and finishes; one taken after them (the uffd comes
  * back without ranges) runs the whole demo again on the restored uffd.
- * Hold points: ready, mid (after half of the writes), restored. */
+ * Hold points: ready, mid (after half of the writes), end (writes done,
+ * threads stopped), checked (log phase checked), unprotected (region
+ * unprotected), half-unregistered (region unregistered, snapshot area not),
+ * unregistered (before close), restored. */
 #include "demo_common.h"
 
 #define REGION (4UL << 20)
@@ -206,9 +209,8 @@ static __attribute__((noreturn)) void finish_unregistered(struct snap *S, const 
 		demo_fail("restored: the region is unregistered but the snapshot log is not in "
 			  "phase checked (magic 0x%llx, phase %u)", (unsigned long long)L->magic,
 			  L->phase);
-	demo_restored_line("uffd fd %d, snapshot area %p only: the checkpoint was taken between "
-			   "the two UNREGISTERs", S->uffd, (void *)S->log);
-	demo_hold("restored");
+	demo_note("resuming: snapshot area %p only, the checkpoint was taken between the two "
+		  "UNREGISTERs", (void *)S->log);
 	if (memcmp(S->snapshot, reference, S->len))
 		demo_fail("snapshot differs from the region at protect time");
 	uint64_t saved = L->faults;
@@ -221,7 +223,8 @@ static __attribute__((noreturn)) void finish_unregistered(struct snap *S, const 
 
 int main(int argc, char **argv)
 {
-	demo_init("wp_snapshot", "ready mid restored", argc, argv);
+	demo_init("wp_snapshot", "ready mid end checked unprotected half-unregistered unregistered restored",
+		  argc, argv);
 	struct snap S = { .len = REGION };
 	S.npages = S.len / demo.page;
 	size_t span = S.len + 2 * demo.page + S.len; /* region, guard, log, copies */
@@ -287,19 +290,17 @@ int main(int argc, char **argv)
 	if (resumed) {
 		W.start = resume_point(&S, &W, reference, &completed);
 		saved_before = (size_t)S.log->faults;
-		demo_restored_line("uffd fd %d, region %p, snapshot log phase %s: %llu pages saved "
-				   "(%zu completed now), resuming at write %u of %d", S.uffd,
-				   (void *)S.base, S.log->phase ? "checked" : "writing",
-				   (unsigned long long)S.log->faults, completed, W.start, NWRITES);
+		demo_note("resuming at write %u of %d: region %p, snapshot log phase %s, %llu pages "
+			  "saved (%zu of them recorded now)", W.start, NWRITES, (void *)S.base,
+			  S.log->phase ? "checked" : "writing", (unsigned long long)S.log->faults,
+			  completed);
 	} else if (restored) {
-		demo_restored_line("uffd fd %d without ranges: the checkpoint was taken after "
-				   "UNREGISTER; running the whole demo again on it", S.uffd);
+		demo_note("resuming: no range, the checkpoint was taken after UNREGISTER: "
+			  "running the whole demo again on the restored uffd");
 	} else {
 		demo_ready();
 		demo_hold("ready");
 	}
-	if (restored)
-		demo_hold("restored");
 
 	pthread_t th, tw;
 	demo_pthread_create(&th, handler, &S);
@@ -307,6 +308,7 @@ int main(int argc, char **argv)
 	pthread_join(tw, NULL);
 	demo_eventfd_signal(S.stopfd);
 	pthread_join(th, NULL);
+	demo_hold("end");
 
 	/* Complete the snapshot with the pages nobody wrote: still protected. */
 	struct snap_log *L = S.log;
@@ -337,13 +339,17 @@ int main(int argc, char **argv)
 			demo_fail("region page %zu does not hold what the writer wrote", pg);
 	}
 	L->phase = LOG_CHECKED;
+	demo_hold("checked");
 
 	/* A protected page still faults: unprotect everything before leaving. */
 	int r = demo_uffd_wp(S.uffd, (uintptr_t)S.base, S.len, 0);
 	if (r < 0)
 		demo_fail("UFFDIO_WRITEPROTECT(unprotect all): %s", strerror(-r));
+	demo_hold("unprotected");
 	demo_uffd_unregister(S.uffd, S.base, S.len);
+	demo_hold("half-unregistered");
 	demo_uffd_unregister(S.uffd, S.log, demo.page + S.len);
+	demo_hold("unregistered");
 	uint64_t faults = L->faults;
 	close(S.stopfd);
 	close(S.uffd);

@@ -1,5 +1,6 @@
 /* um_ops.c - apply to the model what the kernel did: ioctl results, messages
  * read from a uffd, and the memory calls that change registrations. */
+#include <errno.h>
 #include <string.h>
 
 #include <fcntl.h>
@@ -66,6 +67,9 @@ void um_op_api(struct um_uffd *u, long ret, uint64_t requested, uint64_t feature
 	if (ret < 0)
 		return;
 	u->api_done = 1;
+	/* The kernel turns WP_UNPOPULATED on with WP_ASYNC (userfaultfd_api). */
+	if (requested & UFFD_FEATURE_WP_ASYNC)
+		requested |= UFFD_FEATURE_WP_UNPOPULATED;
 	u->features_requested = requested;
 	u->features = features;
 	u->ioctls = ioctls;
@@ -80,10 +84,29 @@ void um_op_register(struct um_uffd *u, long ret, uint64_t start, uint64_t len,
 	if (ret < 0)
 		return;
 	uint64_t end = start + len;
-	/* Re-registering without WP drops the protection the kernel held. */
-	if (!(mode & UFFDIO_REGISTER_MODE_WP))
-		um_wp_set(&u->wp, start, end, false);
+	/* The kernel leaves a VMA this uffd registered already alone when its
+	 * modes include the requested ones (userfaultfd_register: "already
+	 * registered ... with the right tracking mode"); others get the new
+	 * modes.  uffd-wp bits of the pages stay either way. */
+	struct um_range keep[64];
+	uint32_t nkeep = 0;
+	for (uint32_t i = 0; i < u->nranges && nkeep < 64; i++) {
+		struct um_range r = u->ranges[i];
+		if (r.end <= start || r.start >= end || (r.modes & mode) != mode)
+			continue;
+		if (r.start < start) {
+			if (r.map.backing != UM_BACKING_ANON)
+				r.map.offset += start - r.start;
+			r.start = r.map.start = start;
+		}
+		if (r.end > end)
+			r.end = r.map.end = end;
+		keep[nkeep++] = r;
+	}
 	um_register(u, start, end, mode, ioctls, maps, nmaps);
+	for (uint32_t i = 0; i < nkeep; i++)
+		um_register(u, keep[i].start, keep[i].end, keep[i].modes, keep[i].ioctls,
+			    &keep[i].map, 1);
 }
 
 void um_op_unregister(struct um_uffd *u, long ret, uint64_t start, uint64_t len)
@@ -115,12 +138,22 @@ static void filled(struct um_uffd *u, uint64_t start, int64_t done, bool wp, boo
 		pending_resolve(u, start, end);
 }
 
+/* Bytes an UFFDIO_COPY/ZEROPAGE/CONTINUE/POISON/MOVE really did.  The output
+ * field is the kernel's only on success (== len) or -EAGAIN (a partial
+ * count); other errors either wrote a negative errno there or returned before
+ * writing it, leaving whatever the app had put in the struct. */
+static int64_t progress(long ret, uint64_t len, int64_t done)
+{
+	if (ret == 0)
+		return (int64_t)len;
+	return ret == -EAGAIN && done > 0 && (uint64_t)done <= len ? done : 0;
+}
+
 void um_op_copy(struct um_uffd *u, long ret, uint64_t dst, uint64_t len,
 		uint64_t mode, int64_t done)
 {
 	count_ioc(u, UM_C_IOC_COPY, ret);
-	if (ret == 0)
-		done = (int64_t)len;
+	done = progress(ret, len, done);
 	filled(u, dst, done, mode & UFFDIO_COPY_MODE_WP, !(mode & UFFDIO_COPY_MODE_DONTWAKE));
 }
 
@@ -128,8 +161,7 @@ void um_op_zeropage(struct um_uffd *u, long ret, uint64_t start, uint64_t len,
 		    uint64_t mode, int64_t done)
 {
 	count_ioc(u, UM_C_IOC_ZEROPAGE, ret);
-	if (ret == 0)
-		done = (int64_t)len;
+	done = progress(ret, len, done);
 	filled(u, start, done, false, !(mode & UFFDIO_ZEROPAGE_MODE_DONTWAKE));
 }
 
@@ -137,8 +169,7 @@ void um_op_continue(struct um_uffd *u, long ret, uint64_t start, uint64_t len,
 		    uint64_t mode, int64_t done)
 {
 	count_ioc(u, UM_C_IOC_CONTINUE, ret);
-	if (ret == 0)
-		done = (int64_t)len;
+	done = progress(ret, len, done);
 	filled(u, start, done, mode & UFFDIO_CONTINUE_MODE_WP,
 	       !(mode & UFFDIO_CONTINUE_MODE_DONTWAKE));
 }
@@ -147,8 +178,7 @@ void um_op_poison(struct um_uffd *u, long ret, uint64_t start, uint64_t len,
 		  uint64_t mode, int64_t done)
 {
 	count_ioc(u, UM_C_IOC_POISON, ret);
-	if (ret == 0)
-		done = (int64_t)len;
+	done = progress(ret, len, done);
 	if (done > 0) {
 		uint64_t end = page_end(start + (uint64_t)done);
 		um_wp_set(&u->wp, start, end, false);
@@ -161,8 +191,7 @@ void um_op_move(struct um_uffd *u, long ret, uint64_t dst, uint64_t src,
 		uint64_t len, uint64_t mode, int64_t done)
 {
 	count_ioc(u, UM_C_IOC_MOVE, ret);
-	if (ret == 0)
-		done = (int64_t)len;
+	done = progress(ret, len, done);
 	if (done <= 0)
 		return;
 	/* A moved page carries no uffd-wp bit, and leaves none behind. */

@@ -61,7 +61,7 @@ static void add(struct verify_report *r, int kind, int check, uint32_t uffd,
 					     .text = text};
 }
 
-static void fail(struct verify_report *r, int err, const char *msg)
+static void report_fail(struct verify_report *r, int err, const char *msg)
 {
 	r->failed = true;
 	r->err_errno = err;
@@ -195,8 +195,8 @@ static void bad_flush(struct verify_report *r, struct bad *p, const struct seg *
 			    PRIx64 ") model %s, kernel smaps %s%s", p->uffd, p->a, p->b, ms, ks, ctx);
 	} else {
 		if (vma_differs)
-			snprintf(ctx, sizeof(ctx), " (VMA [%#" PRIx64 ", %#" PRIx64 ") %s)",
-				 v->start, v->end, v->name);
+			snprintf(ctx, sizeof(ctx), " (VMA [%#" PRIx64 ", %#" PRIx64 ")%s%s)",
+				 v->start, v->end, v->name[0] ? " " : "", v->name);
 		else if (v && v->name[0])
 			snprintf(ctx, sizeof(ctx), " (%s)", v->name);
 		add(r, VK_DISAGREE, VC_SMAPS, 0, "[%#" PRIx64 ", %#" PRIx64 ") kernel smaps %s, "
@@ -247,15 +247,10 @@ static void vmas_sanitize(struct pf_vmas *vs)
 	vs->n = w;
 }
 
-static int check_smaps(const struct um_state *st, pid_t pid, struct verify_report *r)
+static int check_smaps(const struct um_state *st, pid_t pid, const struct pf_vmas *vsp,
+		       struct verify_report *r)
 {
-	struct pf_vmas vs;
-	char err[300];
-	if (pf_read_smaps(pid, &vs, err, sizeof(err)) < 0) {
-		fail(r, errno, err);
-		return -1;
-	}
-	vmas_sanitize(&vs);
+	const struct pf_vmas vs = *vsp;
 
 	size_t ns = 0, cap = 0;
 	struct seg *segs = NULL;
@@ -270,8 +265,7 @@ static int check_smaps(const struct um_state *st, pid_t pid, struct verify_repor
 				struct seg *n2 = realloc(segs, cap * sizeof(*n2));
 				if (!n2) {
 					free(segs);
-					pf_vmas_free(&vs);
-					fail(r, ENOMEM, "out of memory");
+					report_fail(r, ENOMEM, "out of memory");
 					return -1;
 				}
 				segs = n2;
@@ -339,7 +333,6 @@ static int check_smaps(const struct um_state *st, pid_t pid, struct verify_repor
 	}
 	bad_flush(r, &pend, segs, &vs);
 	free(segs);
-	pf_vmas_free(&vs);
 	return 0;
 }
 
@@ -394,36 +387,74 @@ static void wp_page(struct wpctx *c, uint64_t addr, int type)
 		*rn = (struct wprun){.type = type, .a = addr, .b = addr + UM_PAGE_SIZE};
 }
 
-static int check_pagemap_uffd(const struct um_uffd *u, int pm, uint64_t *ebuf,
-			      uint8_t *mbuf, struct verify_report *r)
+/* Compare [start, end) (mapped) page by page: one pread per piece. */
+static int check_pagemap_piece(struct wpctx *c, int pm, uint64_t start, uint64_t end,
+			       uint64_t *ebuf, uint8_t *mbuf)
+{
+	char err[300];
+	for (uint64_t cs = start; cs < end;) {
+		uint64_t np = (end - cs) >> UM_PAGE_SHIFT;
+		if (np > PM_CHUNK_PAGES)
+			np = PM_CHUNK_PAGES;
+		uint64_t ce = cs + (np << UM_PAGE_SHIFT);
+		if (pf_pagemap_read(pm, cs, np, ebuf, err, sizeof(err)) < 0) {
+			report_fail(c->r, errno, err);
+			return -1;
+		}
+		memset(mbuf, 0, np);
+		uint64_t cur = cs, rs, re;
+		while (um_wp_next_run(&c->u->wp, &cur, ce, &rs, &re))
+			memset(mbuf + ((rs - cs) >> UM_PAGE_SHIFT), 1, (re - rs) >> UM_PAGE_SHIFT);
+		for (uint64_t i = 0; i < np; i++) {
+			int kb = (int)PF_PM_UFFD_WP(ebuf[i]), mb = mbuf[i];
+			wp_page(c, cs + (i << UM_PAGE_SHIFT), kb == mb ? 0 : mb ? 1 : 2);
+		}
+		c->r->npages += np;
+		cs = ce;
+	}
+	return 0;
+}
+
+/* Index of the first VMA whose end is above addr. */
+static size_t vma_after(const struct pf_vmas *vs, uint64_t addr)
+{
+	size_t lo = 0, hi = vs->n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (vs->v[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static int check_pagemap_uffd(const struct um_uffd *u, int pm, const struct pf_vmas *vs,
+			      uint64_t *ebuf, uint8_t *mbuf, struct verify_report *r)
 {
 	struct wpctx c = {.r = r, .u = u};
-	char err[300];
 	for (uint32_t k = 0; k < u->nranges; k++) {
 		const struct um_range *rg = &u->ranges[k];
 		if (!(rg->modes & UFFDIO_REGISTER_MODE_WP))
 			continue;
-		for (uint64_t cs = rg->start; cs < rg->end;) {
-			uint64_t np = (rg->end - cs) >> UM_PAGE_SHIFT;
-			if (np > PM_CHUNK_PAGES)
-				np = PM_CHUNK_PAGES;
-			uint64_t ce = cs + (np << UM_PAGE_SHIFT);
-			if (pf_pagemap_read(pm, cs, np, ebuf, err, sizeof(err)) < 0) {
-				fail(r, errno, err);
+		/* Only the mapped parts (smaps reported the rest): adjacent VMAs
+		 * make one piece, so a range normally costs one pread. */
+		uint64_t ps = 0, pe = 0;
+		for (size_t vi = vma_after(vs, rg->start); vi < vs->n && vs->v[vi].start < rg->end;
+		     vi++) {
+			uint64_t a = vs->v[vi].start > rg->start ? vs->v[vi].start : rg->start;
+			uint64_t b = vs->v[vi].end < rg->end ? vs->v[vi].end : rg->end;
+			if (pe == a) {
+				pe = b;
+				continue;
+			}
+			if (pe > ps && check_pagemap_piece(&c, pm, ps, pe, ebuf, mbuf) < 0)
 				return -1;
-			}
-			memset(mbuf, 0, np);
-			uint64_t cur = cs, rs, re;
-			while (um_wp_next_run(&u->wp, &cur, ce, &rs, &re))
-				memset(mbuf + ((rs - cs) >> UM_PAGE_SHIFT), 1,
-				       (re - rs) >> UM_PAGE_SHIFT);
-			for (uint64_t i = 0; i < np; i++) {
-				int kb = (int)PF_PM_UFFD_WP(ebuf[i]), mb = mbuf[i];
-				wp_page(&c, cs + (i << UM_PAGE_SHIFT), kb == mb ? 0 : mb ? 1 : 2);
-			}
-			r->npages += np;
-			cs = ce;
+			ps = a;
+			pe = b;
 		}
+		if (pe > ps && check_pagemap_piece(&c, pm, ps, pe, ebuf, mbuf) < 0)
+			return -1;
 		wp_flush(&c);
 	}
 	wp_flush(&c);
@@ -468,8 +499,9 @@ static int check_pagemap_uffd(const struct um_uffd *u, int pm, uint64_t *ebuf,
 	}
 
 	if (c.more_runs)
-		add(r, VK_MORE, VC_PAGEMAP, u->id, "uffd %u: ... %u more differing WP runs (%"
-		    PRIu64 " pages) not listed", u->id, c.more_runs, c.more_pages);
+		add(r, VK_MORE, VC_PAGEMAP, u->id, "uffd %u: ... %u more differing WP run%s (%"
+		    PRIu64 " page%s) not listed", u->id, c.more_runs, c.more_runs == 1 ? "" : "s",
+		    c.more_pages, c.more_pages == 1 ? "" : "s");
 	if (outside_more)
 		add(r, VK_MORE, VC_MODEL, u->id, "uffd %u: ... %u more runs of WP pages outside "
 		    "WP ranges not listed", u->id, outside_more);
@@ -482,7 +514,8 @@ static int check_pagemap_uffd(const struct um_uffd *u, int pm, uint64_t *ebuf,
 	return 0;
 }
 
-static int check_pagemap(const struct um_state *st, pid_t pid, struct verify_report *r)
+static int check_pagemap(const struct um_state *st, pid_t pid, const struct pf_vmas *vs,
+			 struct verify_report *r)
 {
 	bool any = false;
 	uint64_t maxp = 0;
@@ -506,20 +539,20 @@ static int check_pagemap(const struct um_state *st, pid_t pid, struct verify_rep
 	char err[300];
 	int pm = pf_pagemap_open(pid, err, sizeof(err));
 	if (pm < 0) {
-		fail(r, errno, err);
+		report_fail(r, errno, err);
 		return -1;
 	}
 	uint64_t *ebuf = malloc(maxp * sizeof(*ebuf));
 	uint8_t *mbuf = malloc(maxp);
 	int rc = 0;
 	if (!ebuf || !mbuf) {
-		fail(r, ENOMEM, "out of memory");
+		report_fail(r, ENOMEM, "out of memory");
 		rc = -1;
 	}
 	for (uint32_t i = 0; !rc && i < st->nuffds; i++) {
 		const struct um_uffd *u = st->uffds[i];
 		if (own_memory(st, u, pid))
-			rc = check_pagemap_uffd(u, pm, ebuf, mbuf, r);
+			rc = check_pagemap_uffd(u, pm, vs, ebuf, mbuf, r);
 	}
 	free(ebuf);
 	free(mbuf);
@@ -542,7 +575,7 @@ static int check_fds_of(const struct um_state *st, pid_t pid, const struct um_uf
 			if (errno != ENOENT) {
 				snprintf(err, sizeof(err), "cannot read /proc/%d/fd/%d: %s", (int)pid,
 					 fd, strerror(errno));
-				fail(r, errno, err);
+				report_fail(r, errno, err);
 				return -1;
 			}
 			add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: not open in the "
@@ -563,7 +596,7 @@ static int check_fds_of(const struct um_state *st, pid_t pid, const struct um_uf
 			}
 			snprintf(err, sizeof(err), "cannot stat /proc/%d/fd/%d: %s", (int)pid, fd,
 				 strerror(errno));
-			fail(r, errno, err);
+			report_fail(r, errno, err);
 			return -1;
 		}
 		if (ino != u->ino) {
@@ -582,7 +615,7 @@ static int check_fds_of(const struct um_state *st, pid_t pid, const struct um_uf
 				    "kernel", u->id, fd);
 				continue;
 			}
-			fail(r, errno, err);
+			report_fail(r, errno, err);
 			return -1;
 		}
 		bool k_cloexec = fi.flags & O_CLOEXEC, m_cloexec = u->fd_flags[j] & FD_CLOEXEC;
@@ -647,7 +680,7 @@ static int check_unknown_fds(const struct um_state *st, pid_t pid, struct verify
 	size_t n;
 	char err[300], link[256];
 	if (pf_list_fds(pid, &fds, &n, err, sizeof(err)) < 0) {
-		fail(r, errno, err);
+		report_fail(r, errno, err);
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -687,7 +720,18 @@ int verify_state(const struct um_state *st, pid_t pid, struct verify_report *r)
 				    "unknown process: only its fds were checked", u->id);
 		}
 	}
-	if (check_smaps(st, pid, r) < 0 || check_pagemap(st, pid, r) < 0)
+	struct pf_vmas vs;
+	char err[300];
+	if (pf_read_smaps(pid, &vs, err, sizeof(err)) < 0) {
+		report_fail(r, errno, err);
+		return -1;
+	}
+	vmas_sanitize(&vs);
+	int rc = check_smaps(st, pid, &vs, r);
+	if (rc == 0)
+		rc = check_pagemap(st, pid, &vs, r);
+	pf_vmas_free(&vs);
+	if (rc < 0)
 		return -1;
 	for (uint32_t i = 0; i < st->nuffds; i++)
 		if (check_fds_of(st, pid, st->uffds[i], r) < 0)

@@ -72,6 +72,13 @@ static inline int shim_fd_kind(int fd)
 	return fd >= 0 && __atomic_load_n(&shim_fdtab_high, __ATOMIC_RELAXED) ? -1 : FD_NONE;
 }
 void shim_fd_set(int fd, int kind) SHIM_HIDDEN;
+/* The shim's own fds live near the top of the fd limit, flagged
+ * FD_INTERNAL; to the app they do not exist (EBADF).  shim_fd_hide moves fd
+ * there and records *slot (which holds it) so that shim_fd_make_room can move
+ * it again when the app dup2()s onto that number. */
+int shim_fd_hide(int fd, int *slot) SHIM_HIDDEN;
+void shim_fd_unhide(int *slot) SHIM_HIDDEN;
+void shim_fd_make_room(int fd) SHIM_HIDDEN;
 /* Slow answer for fds above the table (-1 from shim_fd_kind). */
 int shim_fd_kind_slow(int fd) SHIM_HIDDEN;
 
@@ -114,6 +121,10 @@ struct shim_global {
 extern struct shim_global G SHIM_HIDDEN;
 
 void shim_init(void) SHIM_HIDDEN;
+/* True in the child of vfork() (or a CLONE_VM clone), which shares our
+ * memory but has its own fd table: it must not touch the model.  A system
+ * call: used on fd life-cycle paths only, never on the fault path. */
+bool shim_in_vm_sharing_child(void) SHIM_HIDDEN;
 uint64_t shim_now_ns(void) SHIM_HIDDEN;
 /* Recompute G.own_ranges (under the lock). */
 void shim_update_own_ranges(void) SHIM_HIDDEN;

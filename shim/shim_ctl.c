@@ -17,6 +17,7 @@
 #include "shim_raw.h"
 #include "uffdshim_ctl.h"
 
+static bool ctl_listen(void);
 static int ctl_started;   /* 0 no, 1 starting/started */
 static int listen_fd = -1;
 
@@ -184,21 +185,26 @@ static void *ctl_thread(void *arg)
 	for (;;) {
 		/* Wait in poll, not in accept: a blocked accept4 reserves the
 		 * lowest free fd number, which would shift the app's fds. */
-		struct pollfd pfd = {.fd = listen_fd, .events = POLLIN};
-		long pr = RAW3(SYS_poll, &pfd, 1, -1);
+		/* A 1 s timeout: if the app dup2()s onto our number, the socket
+		 * moves (shim_fd_make_room) and the next round polls it there. */
+		int lfd = __atomic_load_n(&listen_fd, __ATOMIC_ACQUIRE);
+		struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+		long pr = RAW3(SYS_poll, &pfd, 1, 1000);
 		if (pr < 0 && pr != -EINTR)
 			break;
 		if (pr <= 0)
 			continue;
-		int c = (int)RAW4(SYS_accept4, listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+		if (pfd.revents & POLLNVAL) { /* closed behind our back: reopen */
+			shim_fd_set(lfd, FD_NONE);
+			if (!ctl_listen())
+				break;
+			continue;
+		}
+		int c = (int)RAW4(SYS_accept4, lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 		if (c == -EAGAIN)
 			continue;
 		if (c >= 0) { /* keep it out of the app's low fd numbers */
-			long hi = RAW3(SYS_fcntl, c, F_DUPFD_CLOEXEC, 930);
-			if (hi >= 0) {
-				RAW1(SYS_close, c);
-				c = (int)hi;
-			}
+			c = shim_fd_hide(c, NULL);
 			RAW3(SYS_fcntl, c, F_SETFL, 0); /* blocking, with SO_RCVTIMEO */
 		}
 		if (c < 0) {
@@ -211,30 +217,33 @@ static void *ctl_thread(void *arg)
 			break;
 		}
 		serve(c);
+		shim_fd_set(c, FD_NONE);
 		RAW1(SYS_close, c);
 	}
 	return NULL;
 }
 
-static void ctl_start(void)
+/* Open, bind and listen on the control socket; false on failure. */
+static bool ctl_listen(void)
 {
 	int fd = (int)RAW3(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
-		return;
-	long hi = RAW3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 920);
-	if (hi >= 0) {
-		RAW1(SYS_close, fd);
-		fd = (int)hi;
-	}
+		return false;
 	struct sockaddr_un a;
 	socklen_t al = ctl_addr(G.pid, &a);
 	if (RAW3(SYS_bind, fd, &a, al) < 0 || RAW2(SYS_listen, fd, 8) < 0) {
 		RAW1(SYS_close, fd);
 		shim_log("control socket: bind/listen failed");
-		return;
+		return false;
 	}
-	listen_fd = fd;
-	shim_fd_set(fd, FD_INTERNAL);
+	shim_fd_hide(fd, &listen_fd);
+	return true;
+}
+
+static void ctl_start(void)
+{
+	if (!ctl_listen())
+		return;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);

@@ -47,6 +47,11 @@ uint64_t shim_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
 }
 
+bool shim_in_vm_sharing_child(void)
+{
+	return (pid_t)RAW0(SYS_getpid) != G.pid;
+}
+
 void shim_update_own_ranges(void)
 {
 	int own = 0;

@@ -137,19 +137,16 @@ int shim_pagemap_wp(uint64_t start, uint64_t npages, uint8_t *wp)
 		if (fd < 0)
 			return -1;
 		/* Keep it out of the app's way: move it high. */
-		long hi = RAW3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 900);
-		if (hi >= 0) {
+		static int lock;
+		while (__atomic_exchange_n(&lock, 1, __ATOMIC_ACQUIRE))
+			;
+		if (G.pagemap_fd < 0) {
+			shim_fd_hide(fd, &G.pagemap_fd);
+		} else {
 			RAW1(SYS_close, fd);
-			fd = (int)hi;
 		}
-		shim_fd_set(fd, FD_INTERNAL);
-		int expected = -1;
-		if (!__atomic_compare_exchange_n(&G.pagemap_fd, &expected, fd, false,
-						 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-			shim_fd_set(fd, FD_NONE);
-			RAW1(SYS_close, fd);
-			fd = expected;
-		}
+		fd = G.pagemap_fd;
+		__atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
 	}
 	uint64_t ent[512];
 	for (uint64_t done = 0; done < npages;) {

@@ -66,11 +66,7 @@ static void segment_open(void)
 	int fd = (int)RAW4(SYS_openat, AT_FDCWD, path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return;
-	long hi = RAW3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 910);
-	if (hi >= 0) {
-		RAW1(SYS_close, fd);
-		fd = (int)hi;
-	}
+	fd = shim_fd_hide(fd, &T.fd);
 	struct stat st;
 	RAW2(SYS_fstat, fd, &st);
 	long m = RAW6(SYS_mmap, 0, RESERVE_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -92,7 +88,6 @@ static void segment_open(void)
 		T.fd = -1;
 		return;
 	}
-	shim_fd_set(fd, FD_INTERNAL);
 	struct ut_header *h = (struct ut_header *)T.map;
 	if (used == 0) {
 		memset(h, 0, sizeof(*h));

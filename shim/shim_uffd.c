@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
@@ -33,6 +34,8 @@ struct um_uffd *shim_track_new(int fd, uint32_t origin, uint32_t flags, pid_t mm
 {
 	uint64_t ino = fd_ino(fd);
 	struct um_uffd *u = NULL;
+	if (shim_in_vm_sharing_child())
+		return NULL; /* its fd table is its own; our model is the parent's */
 	if (shim_model_enter()) {
 		/* A stale entry for this fd number (closed behind our back) goes. */
 		struct um_uffd *old = um_uffd_by_fd(&G.model, fd);
@@ -134,8 +137,67 @@ union uffd_args {
 	struct uffdio_move move;
 };
 
+/* ioctls of the VFS that change fd or file flags. */
+static long fdflag_ioctl(int fd, unsigned long req, void *arg)
+{
+	int on = 0;
+	if (req == FIONBIO && !safe_copy(&on, arg, sizeof(on)))
+		return real.ioctl(fd, req, arg);
+	long ret = real.ioctl(fd, req, arg);
+	if (ret < 0)
+		return ret;
+	int err = errno;
+	if (shim_model_enter()) {
+		struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
+		if (u && req == FIONBIO)
+			u->file_flags = on ? O_NONBLOCK : 0;
+		else if (u)
+			um_fd_set_cloexec(u, fd, req == FIOCLEX);
+		shim_unlock();
+	}
+	errno = err;
+	return ret;
+}
+
+/* The other uffds of u's address space whose ranges meet [s, e): the kernel
+ * lets any uffd of the mm write-protect, fill or move there, and the pages'
+ * bits belong to the uffd that registered them. */
+static void wp_readback_others(struct um_uffd *u, uint64_t s, uint64_t e)
+{
+	for (uint32_t i = 0; i < G.model.nuffds; i++) {
+		struct um_uffd *v = G.model.uffds[i];
+		if (v == u || v->mm_pid != u->mm_pid)
+			continue;
+		for (uint32_t k = 0; k < v->nranges; k++) {
+			uint64_t a = v->ranges[k].start > s ? v->ranges[k].start : s;
+			uint64_t b = v->ranges[k].end < e ? v->ranges[k].end : e;
+			if (a < b && (v->ranges[k].modes & UFFDIO_REGISTER_MODE_WP))
+				wp_readback(v, a, b - a);
+		}
+	}
+}
+
+/* Drop u's WP bits in [s, e) where u has no WP-registered range. */
+static void wp_clip_to_own(struct um_uffd *u, uint64_t s, uint64_t e)
+{
+	for (uint64_t a = s; a < e;) {
+		const struct um_range *r = um_range_find(u, a);
+		if (r && (r->modes & UFFDIO_REGISTER_MODE_WP)) {
+			a = r->end;
+			continue;
+		}
+		uint64_t b = a + UM_PAGE_SIZE;
+		while (b < e && !um_range_find(u, b))
+			b += UM_PAGE_SIZE;
+		um_wp_set(&u->wp, a, b < e ? b : e, false);
+		a = b;
+	}
+}
+
 long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 {
+	if (req == FIONBIO || req == FIOCLEX || req == FIONCLEX)
+		return fdflag_ioctl(fd, req, arg);
 	if (!modelled(req))
 		return real.ioctl(fd, req, arg);
 	uint64_t api_requested = 0;
@@ -205,9 +267,14 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 				 * the range: take the kernel's own bits. */
 				bool partial = ret < 0 && err != EINVAL && err != EFAULT &&
 					       err != EPERM && err != ESRCH;
+				uint64_t ps = s & ~(UM_PAGE_SIZE - 1);
+				uint64_t pl = (l + UM_PAGE_SIZE - 1) & ~(UM_PAGE_SIZE - 1);
 				if ((ret == 0 && (a.wp.mode & UFFDIO_WRITEPROTECT_MODE_WP)) || partial)
-					wp_readback(u, s & ~(UM_PAGE_SIZE - 1),
-						    (l + UM_PAGE_SIZE - 1) & ~(UM_PAGE_SIZE - 1));
+					wp_readback(u, ps, pl);
+				if (ret == 0 || partial) {
+					wp_clip_to_own(u, ps, ps + pl);
+					wp_readback_others(u, ps, ps + pl);
+				}
 				tr_a = s; tr_b = l; tr_c = a.wp.mode;
 				break;
 			}
@@ -226,6 +293,13 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 			case UFFDIO_MOVE:
 				um_op_move(u, kret, a.move.dst, a.move.src, a.move.len,
 					   a.move.mode, a.move.move);
+				if (ret == 0 || err == EAGAIN) { /* the moved pages left no bits */
+					uint64_t n = ret == 0 ? a.move.len : (uint64_t)a.move.move;
+					for (uint32_t i = 0; i < G.model.nuffds; i++)
+						if (G.model.uffds[i]->mm_pid == u->mm_pid)
+							um_wp_set(&G.model.uffds[i]->wp, a.move.src,
+								  a.move.src + n, false);
+				}
 				tr_a = a.move.dst; tr_b = a.move.len; tr_c = a.move.mode;
 				tr_d = (uint64_t)a.move.move; tr_e = a.move.src;
 				break;

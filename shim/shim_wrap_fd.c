@@ -6,10 +6,13 @@
 #include <stdarg.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <sys/mman.h>
 
 #include "shim.h"
+#include "shim_raw.h"
 #include "trace_format.h"
 #include "uffd_compat.h"
 
@@ -27,6 +30,22 @@ long syscall(long nr, ...)
 	long a4 = va_arg(ap, long), a5 = va_arg(ap, long), a6 = va_arg(ap, long);
 	va_end(ap);
 	ENSURE_INIT();
+	/* fd and memory calls made through syscall() reach the same wrappers as
+	 * their libc functions (same return and errno convention). */
+	switch (nr) {
+	case SYS_ioctl: return ioctl((int)a1, (unsigned long)a2, (void *)a3);
+	case SYS_read: return read((int)a1, (void *)a2, (size_t)a3);
+	case SYS_close: return close((int)a1);
+	case SYS_dup: return dup((int)a1);
+	case SYS_dup2: return dup2((int)a1, (int)a2);
+	case SYS_dup3: return dup3((int)a1, (int)a2, (int)a3);
+	case SYS_fcntl: return fcntl((int)a1, (int)a2, (void *)a3);
+	case SYS_close_range: return close_range((unsigned)a1, (unsigned)a2, (int)a3);
+	case SYS_munmap: return munmap((void *)a1, (size_t)a2);
+	case SYS_madvise: return madvise((void *)a1, (size_t)a2, (int)a3);
+	case SYS_mremap: return (long)mremap((void *)a1, (size_t)a2, (size_t)a3, (int)a4, (void *)a5);
+	default: break;
+	}
 	long ret = real.syscall(nr, a1, a2, a3, a4, a5, a6);
 	if (unlikely(nr == SYS_userfaultfd) && ret >= 0) {
 		int err = errno;
@@ -34,6 +53,17 @@ long syscall(long nr, ...)
 		errno = err;
 	}
 	return ret;
+}
+
+/* Is fd the userfaultfd misc device (same device number as /dev/userfaultfd)? */
+static bool is_devuffd(int fd)
+{
+	static dev_t rdev; /* 0: not known yet */
+	struct stat st;
+	if (!rdev && RAW2(SYS_stat, "/dev/userfaultfd", &st) == 0 && S_ISCHR(st.st_mode))
+		rdev = st.st_rdev;
+	return rdev && RAW2(SYS_fstat, fd, &st) == 0 && S_ISCHR(st.st_mode) &&
+	       st.st_rdev == rdev;
 }
 
 int ioctl(int fd, unsigned long req, ...)
@@ -44,15 +74,23 @@ int ioctl(int fd, unsigned long req, ...)
 	va_end(ap);
 	ENSURE_INIT();
 	int kind = shim_fd_kind(fd);
-	if (likely(kind == FD_NONE))
+	if (likely(kind == FD_NONE)) {
+		/* /dev/userfaultfd however it was opened (a path not ending in
+		 * "userfaultfd", /proc/self/fd/N, fopen, a passed fd) */
+		if (unlikely(req == USERFAULTFD_IOC_NEW) && is_devuffd(fd)) {
+			shim_fd_set(fd, FD_DEVUFFD);
+			return (int)shim_devuffd_ioctl(fd, req, arg);
+		}
 		return real.ioctl(fd, req, arg);
+	}
 	if (kind < 0)
 		kind = shim_fd_kind_slow(fd);
 	if (kind == FD_UFFD)
 		return (int)shim_uffd_ioctl(fd, req, arg);
 	if (kind == FD_DEVUFFD)
 		return (int)shim_devuffd_ioctl(fd, req, arg);
-	return real.ioctl(fd, req, arg);
+	errno = EBADF; /* an internal fd of the shim */
+	return -1;
 }
 
 /* ---- open of /dev/userfaultfd ---- */
@@ -209,10 +247,14 @@ int close(int fd)
 	int kind = shim_fd_kind(fd);
 	if (likely(kind == FD_NONE))
 		return real.close(fd);
-	if (kind == FD_INTERNAL)
-		return 0; /* the shim's own fd: a close-everything loop must not break it */
+	if (kind == FD_INTERNAL) { /* the shim's own fd: to the app it does not exist */
+		errno = EBADF;
+		return -1;
+	}
 	/* The lock spans the real close so that no other thread can be handed
 	 * this fd number for a new uffd before the model forgets the old one. */
+	if (shim_in_vm_sharing_child())
+		return real.close(fd);
 	shim_gate_enter();
 	bool locked = shim_model_enter();
 	int r = real.close(fd);
@@ -254,7 +296,14 @@ static void fd_dup_locked(int oldfd, int newfd, bool cloexec)
 int dup(int fd)
 {
 	ENSURE_INIT();
-	if (likely(shim_fd_kind(fd) == FD_NONE))
+	int kind = shim_fd_kind(fd);
+	if (likely(kind == FD_NONE))
+		return real.dup(fd);
+	if (kind == FD_INTERNAL) {
+		errno = EBADF;
+		return -1;
+	}
+	if (shim_in_vm_sharing_child())
 		return real.dup(fd);
 	bool locked = shim_model_enter();
 	int r = real.dup(fd);
@@ -273,6 +322,14 @@ int dup2(int oldfd, int newfd)
 	ENSURE_INIT();
 	if (likely(shim_fd_kind(oldfd) == FD_NONE && shim_fd_kind(newfd) == FD_NONE))
 		return real.dup2(oldfd, newfd);
+	if (shim_fd_kind(oldfd) == FD_INTERNAL) {
+		errno = EBADF;
+		return -1;
+	}
+	if (shim_fd_kind(newfd) == FD_INTERNAL)
+		shim_fd_make_room(newfd);
+	if (shim_in_vm_sharing_child())
+		return real.dup2(oldfd, newfd);
 	bool locked = shim_model_enter();
 	int r = real.dup2(oldfd, newfd);
 	int err = errno;
@@ -289,6 +346,14 @@ int dup3(int oldfd, int newfd, int flags)
 {
 	ENSURE_INIT();
 	if (likely(shim_fd_kind(oldfd) == FD_NONE && shim_fd_kind(newfd) == FD_NONE))
+		return real.dup3(oldfd, newfd, flags);
+	if (shim_fd_kind(oldfd) == FD_INTERNAL) {
+		errno = EBADF;
+		return -1;
+	}
+	if (shim_fd_kind(newfd) == FD_INTERNAL)
+		shim_fd_make_room(newfd);
+	if (shim_in_vm_sharing_child())
 		return real.dup3(oldfd, newfd, flags);
 	bool locked = shim_model_enter();
 	int r = real.dup3(oldfd, newfd, flags);
@@ -307,7 +372,11 @@ static int fcntl_common(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
 	int kind = shim_fd_kind(fd);
 	if (likely(kind == FD_NONE))
 		return fn(fd, cmd, arg);
-	if (kind == FD_INTERNAL)
+	if (kind == FD_INTERNAL) {
+		errno = EBADF;
+		return -1;
+	}
+	if (shim_in_vm_sharing_child())
 		return fn(fd, cmd, arg);
 	bool locked = shim_model_enter();
 	int r = fn(fd, cmd, arg);
@@ -353,4 +422,67 @@ int fcntl64(int fd, int cmd, ...)
 	va_end(ap);
 	ENSURE_INIT();
 	return fcntl_common(real.fcntl64, fd, cmd, arg);
+}
+
+/* close_range and closefrom: the shim's own fds in the range stay open (to
+ * the app they do not exist); the uffd fds in it leave the model. */
+int close_range(unsigned int first, unsigned int last, int flags)
+{
+	ENSURE_INIT();
+	long r = 0;
+	if (flags & CLOSE_RANGE_CLOEXEC) {
+		r = RAW3(SYS_close_range, first, last, flags);
+	} else {
+		/* Close around the internal fds, in pieces. */
+		unsigned a = first;
+		while (r == 0 && a <= last) {
+			unsigned b = a;
+			while (b < last && b + 1 < SHIM_FDTAB_MAX && shim_fd_kind((int)b) != FD_INTERNAL)
+				b++;
+			if (shim_fd_kind((int)b) == FD_INTERNAL) {
+				if (b > a)
+					r = RAW3(SYS_close_range, a, b - 1, flags);
+			} else {
+				r = RAW3(SYS_close_range, a, last, flags);
+				break;
+			}
+			if (b == last)
+				break;
+			a = b + 1;
+		}
+	}
+	if (r < 0) {
+		errno = (int)-r;
+		return -1;
+	}
+	int err = errno;
+	if (!shim_in_vm_sharing_child() && shim_model_enter()) {
+		unsigned top = last < SHIM_FDTAB_MAX ? last : SHIM_FDTAB_MAX - 1;
+		for (unsigned fd = first; fd <= top; fd++) {
+			int k = shim_fd_kind((int)fd);
+			if (k == FD_NONE || k == FD_INTERNAL)
+				continue;
+			if (flags & CLOSE_RANGE_CLOEXEC) {
+				struct um_uffd *u = um_uffd_by_fd(&G.model, (int)fd);
+				if (u)
+					um_fd_set_cloexec(u, (int)fd, true);
+			} else {
+				fd_gone_locked((int)fd);
+			}
+		}
+		shim_unlock();
+	}
+	errno = err;
+	return 0;
+}
+
+void closefrom(int lowfd)
+{
+	if (lowfd < 0)
+		lowfd = 0;
+	if (close_range((unsigned)lowfd, ~0U, 0) == 0)
+		return;
+	for (int fd = lowfd; fd < SHIM_FDTAB_MAX; fd++) /* no close_range: one by one */
+		if (shim_fd_kind(fd) != FD_INTERNAL)
+			close(fd);
 }

@@ -2,7 +2,8 @@
  * splitting on partial unregister, re-registration with other modes, merging
  * of adjacent same-attribute ranges (and not of different backings),
  * um_range_find, um_registered_bytes, registration over several mappings
- * and over a hole, and a randomized cross-check against a per-page
+ * and over a hole (left unregistered, as the kernel does), and a randomized
+ * cross-check of um_register and um_op_register against a per-page
  * reference.  Pure model: no kernel uffd. */
 #include "test_helpers.h"
 #include "um_model.h"
@@ -279,18 +280,50 @@ static void test_maps(void)
 	ok(u->nranges == 2, "differently named anonymous mappings stay apart");
 	um_unregister(u, A(500), A(520));
 
-	/* Over a hole: shmem tail, the hole, file head. */
+	/* Over a hole: shmem tail, the hole, file head.  The kernel registers
+	 * the VMAs in the range only; the hole stays unregistered. */
 	um_register(u, A(150), A(180), M_MISSING, IOC_BASIC, L, NMAPS);
 	expect(u,
 	       (struct want[]){{150, 160, M_MISSING, UM_BACKING_SHMEM},
-			       {160, 176, M_MISSING, UM_BACKING_UNKNOWN},
 			       {176, 180, M_MISSING, UM_BACKING_FILE}},
-	       3, "registration over a hole: the part no map describes is kept as a range of unknown backing (the model's convention)");
-	is_u64(um_registered_bytes(u), 30 * P, "30 pages registered");
-	ok(u->ranges[2].map.offset == 0 && u->ranges[2].map.ino == 200 &&
-		   strcmp(u->ranges[2].map.name, "/tmp/f") == 0,
+	       2, "registration over a hole: only the mapped parts are registered, the hole is not");
+	is_u64(um_registered_bytes(u), 14 * P, "14 pages registered (10 shmem + 4 file)");
+	ok(um_range_find(u, A(160)) == NULL && um_range_find(u, A(175) + P - 1) == NULL &&
+		   um_range_find(u, A(159)) && um_range_find(u, A(176)),
+	   "um_range_find: NULL across the whole hole, found on both sides");
+	ok(u->ranges[0].map.offset == 0x10000 + 54 * P && u->ranges[0].map.ino == 100,
+	   "the shmem part keeps its identity (offset clipped at its page 54)");
+	ok(u->ranges[1].map.offset == 0 && u->ranges[1].map.ino == 200 &&
+		   strcmp(u->ranges[1].map.name, "/tmp/f") == 0,
 	   "the file part keeps its identity");
 	um_unregister(u, A(0), A(256));
+
+	/* Only the maps overlapping the range, with a hole between them. */
+	um_register(u, A(150), A(180), M_WP, IOC_WP, &L[LM_SHM], 2);
+	expect(u,
+	       (struct want[]){{150, 160, M_WP, UM_BACKING_SHMEM}, {176, 180, M_WP, UM_BACKING_FILE}},
+	       2, "the overlapping maps alone: the same two ranges, the hole unregistered");
+	um_unregister(u, A(0), A(256));
+
+	/* Maps given, none of them inside the range: nothing is registered. */
+	um_register(u, A(162), A(170), M_MISSING, IOC_BASIC, L, NMAPS);
+	ok(u->nranges == 0 && um_registered_bytes(u) == 0,
+	   "a range entirely inside a hole, with maps given: nothing registered");
+
+	/* A range of unknown backing over the hole is cut when the backing
+	 * becomes known; its WP bits are not touched by registering. */
+	um_register(u, A(156), A(180), M_MISSING, IOC_BASIC, NULL, 0);
+	expect(u, (struct want[]){{156, 180, M_MISSING, UM_BACKING_UNKNOWN}}, 1,
+	       "registration without maps over the hole: one range of unknown backing");
+	um_wp_set(&u->wp, A(156), A(180), true);
+	um_register(u, A(150), A(180), M_MISSING, IOC_BASIC, L, NMAPS);
+	expect(u,
+	       (struct want[]){{150, 160, M_MISSING, UM_BACKING_SHMEM},
+			       {176, 180, M_MISSING, UM_BACKING_FILE}},
+	       2, "registering with maps replaces it: the hole part becomes unregistered");
+	is_u64(um_wp_count(&u->wp), 24, "registering changes no WP bit (all 24 still set)");
+	um_unregister(u, A(0), A(256));
+	is_u64(um_wp_count(&u->wp), 0, "unregister clears them");
 
 	/* Maps beyond the registration on both sides, and no maps at all. */
 	um_register(u, A(200), A(212), M_WP, IOC_WP, L, NMAPS);
@@ -301,15 +334,18 @@ static void test_maps(void)
 	um_register(u, A(3), A(9), M_MISSING, IOC_BASIC, NULL, 0);
 	expect(u, (struct want[]){{3, 9, M_MISSING, UM_BACKING_UNKNOWN}}, 1,
 	       "registration without maps: one range of unknown backing");
+	um_register(u, A(160), A(176), M_MISSING, IOC_BASIC, NULL, 0);
 	um_register(u, A(0), A(256), M_MISSING, IOC_BASIC, L, NMAPS);
 	expect(u,
 	       (struct want[]){{0, 64, M_MISSING, UM_BACKING_ANON}, {64, 96, M_MISSING, UM_BACKING_ANON},
 			       {96, 160, M_MISSING, UM_BACKING_SHMEM},
-			       {160, 176, M_MISSING, UM_BACKING_UNKNOWN},
 			       {176, 208, M_MISSING, UM_BACKING_FILE},
 			       {208, 256, M_MISSING, UM_BACKING_ANON}},
-	       6, "registering the whole layout replaces the unknown range with the real ones");
-	is_u64(um_registered_bytes(u), 256 * P, "256 pages registered");
+	       5, "registering the whole layout replaces the unknown ranges with the real ones; the hole is left unregistered");
+	is_u64(um_registered_bytes(u), 240 * P, "240 pages registered (256 less the 16-page hole)");
+	ok(um_range_find(u, A(3)) && um_range_find(u, A(3))->map.backing == UM_BACKING_ANON &&
+		   um_range_find(u, A(165)) == NULL,
+	   "the unknown range at pages 3..9 became anonymous, the one in the hole is gone");
 	um_state_free(&st);
 }
 
@@ -408,6 +444,8 @@ static void random_walk(uint64_t seed, int nops)
 			uint64_t md = modes[th_rng_below(&g, 4)];
 			uint64_t ioc = (md & M_WP) ? IOC_WP : IOC_BASIC;
 			uint64_t how = th_rng_below(&g, 8);
+			/* Half through um_op_register (a successful UFFDIO_REGISTER). */
+			bool via_op = th_rng_below(&g, 2);
 			struct um_mapping sub[NMAPS];
 			size_t ns = 0;
 			if (how == 0) {
@@ -420,27 +458,33 @@ static void random_walk(uint64_t seed, int nops)
 				memcpy(sub, layout, sizeof(layout));
 				ns = NMAPS;
 			}
-			snprintf(what, sizeof(what), "register [%d, %d) modes %#llx with %zu maps", p0, p1,
+			snprintf(what, sizeof(what), "%s [%d, %d) modes %#llx with %zu maps",
+				 via_op ? "um_op_register" : "um_register", p0, p1,
 				 (unsigned long long)md, ns);
-			um_register(u, A(p0), A(p1), md, ioc, sub, ns);
-			/* Reference: a part no given map describes starts a fresh
-			 * unknown piece with offset 0 at its first page. */
-			int hole_start = -1;
+			if (via_op)
+				um_op_register(u, 0, A(p0), (uint64_t)(p1 - p0) * P, md, ioc, sub, ns);
+			else
+				um_register(u, A(p0), A(p1), md, ioc, sub, ns);
+			/* Reference.  With maps, a page no given map describes (the
+			 * hole) is not registered; without maps the whole range is one
+			 * piece of unknown backing with offset 0 at its first page.
+			 * um_op_register leaves pages this uffd registered already
+			 * with modes including md alone.  WP bits never change. */
 			for (int p = p0; p < p1; p++) {
 				int mi = ns ? map_of_page(p) : -1;
 				struct pageref *e = &ref[p];
+				if (via_op && e->reg && (e->modes & md) == md)
+					continue;
+				if (ns && mi < 0) {
+					e->reg = false;
+					continue;
+				}
 				e->reg = true;
 				e->modes = md;
 				e->ioctls = ioc;
 				e->map = mi;
-				if (mi >= 0) {
-					e->off = layout[mi].offset + (A(p) - layout[mi].start);
-					hole_start = -1;
-				} else {
-					if (hole_start < 0)
-						hole_start = p;
-					e->off = (uint64_t)(p - hole_start) * P;
-				}
+				e->off = mi >= 0 ? layout[mi].offset + (A(p) - layout[mi].start)
+						 : (uint64_t)(p - p0) * P;
 			}
 		} else if (k < 8) {
 			snprintf(what, sizeof(what), "unregister [%d, %d)", p0, p1);
@@ -460,7 +504,9 @@ static void random_walk(uint64_t seed, int nops)
 		if (bad)
 			bad_op = op;
 	}
-	if (!ok(bad == NULL, "%d random register/unregister ops agree with a per-page reference",
+	if (!ok(bad == NULL,
+		"%d random register (direct and as UFFDIO_REGISTER results)/unregister/WP ops "
+		"agree with a per-page reference",
 		nops)) {
 		diag("op %d (%s): %s", bad_op, what, bad);
 		dump_ranges(u);

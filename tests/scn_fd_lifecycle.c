@@ -343,6 +343,12 @@ int main(int argc, char **argv)
 	mem3[0] = 1; /* no longer registered: an ordinary fault */
 	VERIFY("third uffd closed");
 
+	/* ---- close_range over everything above the app's fds (the shim's own
+	 * fds live up there: it must survive that, as it survives close()) ---- */
+	is_int(close_range(100, ~0U, 0), 0, "close_range(100, ~0U)");
+	check_fds(u1, "close_range(100, ~0U)", 3, (int[]){u1, d1, f60}, (int[]){1, 0, 1});
+	VERIFY("close_range over the shim's fds");
+
 	/* ---- exec: u1 survives through d1 only; a CLOEXEC uffd does not ---- */
 	int u4 = uffd_create(O_CLOEXEC);
 	uffd_api(u4, 0, NULL);

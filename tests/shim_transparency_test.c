@@ -14,10 +14,13 @@
  *
  * The parent compares the two transcripts case by case and prints one TAP
  * line per case; on a mismatch both lines are shown.  After each group of
- * cases the shim child also runs `uffd-record status <self> --verify` (and
- * for the error-only groups compares `status --json` before and after the
- * failed calls): those results come back as "K" lines and become TAP lines
- * of their own.
+ * cases (after each case for hugetlb, and for the "model ..." sections) the
+ * shim child also runs `uffd-record status <self> --verify` (and for the
+ * "failed calls" groups compares `status --json` before and after the failed
+ * calls): those results come back as "K" lines and become TAP lines of their
+ * own.  Cases that close or replace the shim's own fds (dup2 onto 920,
+ * closefrom) run in later child processes ("parts"), so that they cannot
+ * spoil the checks of the others.
  *
  * Transcript protocol (child -> parent, one record per line, tab separated):
  *   M <mode> <loaded 0|1>          first line
@@ -29,8 +32,12 @@
  *
  * Run: UFFDSHIM_BUILD=$PWD/build build/tests/shim_transparency_test
  * Environment: UFFDSHIM_TT_FILTER=substring runs only cases whose name
- * contains it (checkpoints still run); UFFDSHIM_TT_KEEP=dir writes both
- * transcripts there. */
+ * contains it (checkpoints still run); UFFDSHIM_TT_KEEP=dir writes the
+ * transcripts (transcript.<mode>.<part>) and the full output of every failed
+ * verify (verify.<pid>.<n>.txt) there.  Hugetlb cases need free huge pages
+ * (vm.nr_hugepages >= 8); they are skipped otherwise.
+ * One child: build/tests/shim_transparency_test --child native|shim [part]
+ * writes its transcript to fd 3. */
 #include <dirent.h>
 #include <poll.h>
 #include <pthread.h>
@@ -705,7 +712,10 @@ struct tsection {
 	unsigned mems;       /* memory types to iterate (MEM_NONE: once) */
 	int verify_each;     /* checkpoint after every case */
 	void (*after)(const char *group); /* extra shim-side checks of the group */
+	int part;            /* which child run: cases that break the shim's own
+			      * fds (the control socket) run in a process of their own */
 };
+#define NPARTS 3
 
 static void checkpoint(const char *group);
 
@@ -748,24 +758,62 @@ static void checkpoint(const char *group)
 		emit("K\t%s\t1\tn/a natively", name);
 		return;
 	}
-	static char out[60000];
+	static char out[4 << 20];
 	char pid[24];
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
 	char *args[] = {"status", pid, "--verify", NULL};
 	int rc = shim_record_run(args, out, sizeof(out));
+	static int nth;
+	const char *keep = getenv("UFFDSHIM_TT_KEEP");
+	if (keep && rc) { /* the whole output, for whoever debugs this */
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/verify.%d.%02d.txt", keep, (int)getpid(), nth);
+		FILE *f = fopen(path, "we");
+		if (f) {
+			fprintf(f, "%s\n%s", name, out);
+			fclose(f);
+		}
+	}
+	nth++;
 	for (char *s = out; *s; s++)
 		if (*s == '\t')
 			*s = ' ';
-	emit("K\t%s\t%d\tuffd-record status --verify exited %d\n%s", name, rc == 0, rc,
-	     rc ? out : "");
+	/* The status dump is long: keep the verifier's own lines ("verify: ...")
+	 * and anything that is not part of the dump; else the tail. */
+	static char brief[16384];
+	size_t bl = 0;
+	brief[0] = 0;
+	for (char *line = out; rc && *line;) {
+		char *nl = strchr(line, '\n');
+		size_t l = nl ? (size_t)(nl - line) : strlen(line);
+		if (nl)
+			*nl = 0;
+		bool want = !strncmp(line, "verify", 6) || !strncmp(line, "uffd-record", 11);
+		if (want) {
+			if (bl + l + 2 < sizeof(brief)) {
+				memcpy(brief + bl, line, l);
+				bl += l;
+				brief[bl++] = '\n';
+				brief[bl] = 0;
+			}
+		}
+		if (nl)
+			*nl = '\n';
+		line = nl ? nl + 1 : line + l;
+	}
+	if (rc && !bl) {
+		size_t ol = strlen(out), from = ol > 4000 ? ol - 4000 : 0;
+		memcpy(brief, out + from, ol - from + 1);
+	}
+	emit("K\t%s\t%d\tuffd-record status --verify exited %d\n%s", name, rc == 0, rc, brief);
 }
 
-static int child_main(const char *mode)
+static int child_main(const char *mode, int part)
 {
 	is_shim_child = !strcmp(mode, "shim");
 	emit("M\t%s\t%d", mode, shim_loaded() ? 1 : 0);
 	signal(SIGPIPE, SIG_DFL);
-	alarm(240);
+	alarm(120); /* a case that hangs must not hang make check */
 	{
 		int fd = raw_uffd(O_CLOEXEC);
 		struct uffdio_api a = {.api = UFFD_API};
@@ -779,6 +827,8 @@ static int child_main(const char *mode)
 	int count = 0;
 	for (size_t s = 0; s < sizeof(sections) / sizeof(sections[0]); s++) {
 		const struct tsection *sec = &sections[s];
+		if (sec->part != part)
+			continue;
 		int nm = sec->mems == MEM_NONE ? 1 : 3;
 		for (int mbit = 0; mbit < nm; mbit++) {
 			int mem = sec->mems == MEM_NONE ? MEM_NONE : (1 << mbit);
@@ -814,7 +864,8 @@ static int child_main(const char *mode)
 				tline[0] = 0;
 				tc->fn(&c);
 				emit("C\t%s\t%s", name, tline);
-				if (sec->verify_each) {
+				/* huge pages are few: give them back after each case */
+				if (sec->verify_each || mem == MEM_HUGETLB) {
 					checkpoint(name);
 					cleanup_group();
 				}
@@ -826,7 +877,8 @@ static int child_main(const char *mode)
 			cleanup_group();
 		}
 	}
-	final_cases();
+	if (part == 1)
+		final_cases();
 	emit("E\t%d", count);
 	return 0;
 }
@@ -899,9 +951,12 @@ static void parse(struct transcript *t)
 
 /* Runs this program as a child in mode (native|shim); the transcript read
  * from its fd 3. */
-static int run_child(const char *self, const char *mode, const char *lib, struct transcript *t)
+static int run_child(const char *self, const char *mode, int part, const char *lib,
+		     struct transcript *t)
 {
 	memset(t, 0, sizeof(*t));
+	char partstr[16];
+	snprintf(partstr, sizeof(partstr), "%d", part);
 	size_t ne = 0;
 	while (environ[ne])
 		ne++;
@@ -915,7 +970,7 @@ static int run_child(const char *self, const char *mode, const char *lib, struct
 	snprintf(pre, sizeof(pre), "LD_PRELOAD=%s", lib);
 	if (!strcmp(mode, "shim"))
 		env[k++] = pre;
-	char *argv[] = {(char *)self, "--child", (char *)mode, NULL};
+	char *argv[] = {(char *)self, "--child", (char *)mode, partstr, NULL};
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return -1;
@@ -952,7 +1007,8 @@ static int run_child(const char *self, const char *mode, const char *lib, struct
 		;
 	if (getenv("UFFDSHIM_TT_KEEP")) {
 		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/transcript.%s", getenv("UFFDSHIM_TT_KEEP"), mode);
+		snprintf(path, sizeof(path), "%s/transcript.%s.%d", getenv("UFFDSHIM_TT_KEEP"), mode,
+			 part);
 		FILE *f = fopen(path, "w");
 		if (f) {
 			fwrite(t->buf, 1, t->len, f);
@@ -963,10 +1019,10 @@ static int run_child(const char *self, const char *mode, const char *lib, struct
 	return 0;
 }
 
-static void child_status(const struct transcript *t)
+static void child_status(const struct transcript *t, const char *mode, int part)
 {
 	bool good = WIFEXITED(t->status) && WEXITSTATUS(t->status) == 0 && t->ended;
-	ok(good, "%s child ran every case and exited 0", t->mode[0] ? t->mode : "a");
+	ok(good, "%s child (part %d) ran every case and exited 0", mode, part);
 	if (!good) {
 		if (WIFSIGNALED(t->status))
 			diag("  killed by signal %d (%s)", WTERMSIG(t->status),
@@ -980,7 +1036,7 @@ static void child_status(const struct transcript *t)
 int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "--child"))
-		return child_main(argv[2]);
+		return child_main(argv[2], argc >= 4 ? atoi(argv[3]) : 0);
 
 	int fd = uffd_create(O_CLOEXEC);
 	if (fd < 0)
@@ -996,14 +1052,24 @@ int main(int argc, char **argv)
 		skip_all("cannot read /proc/self/exe");
 	self[n] = 0;
 
-	struct transcript nat, shim;
-	if (run_child(self, "native", lib, &nat) < 0 || run_child(self, "shim", lib, &shim) < 0)
-		skip_all("cannot start the children: %s", strerror(errno));
-	snprintf(nat.mode, sizeof(nat.mode), "native");
-	snprintf(shim.mode, sizeof(shim.mode), "shim");
+	struct transcript natp[NPARTS], shimp[NPARTS];
+	for (int p = 0; p < NPARTS; p++)
+		if (run_child(self, "native", p, lib, &natp[p]) < 0 ||
+		    run_child(self, "shim", p, lib, &shimp[p]) < 0)
+			skip_all("cannot start the children: %s", strerror(errno));
+	/* One list of records per mode, parts in order. */
+	struct transcript nat = {0}, shim = {0};
+	for (int p = 0; p < NPARTS; p++) {
+		struct transcript *src[2] = {&natp[p], &shimp[p]}, *dst[2] = {&nat, &shim};
+		for (int k = 0; k < 2; k++) {
+			dst[k]->r = realloc(dst[k]->r, (dst[k]->n + src[k]->n + 1) * sizeof(struct rec));
+			memcpy(dst[k]->r + dst[k]->n, src[k]->r, src[k]->n * sizeof(struct rec));
+			dst[k]->n += src[k]->n;
+		}
+	}
 
-	ok(!nat.loaded, "native child runs without libuffdshim.so");
-	ok(shim.loaded, "shim child runs with libuffdshim.so loaded");
+	ok(!natp[0].loaded, "native child runs without libuffdshim.so");
+	ok(shimp[0].loaded, "shim child runs with libuffdshim.so loaded");
 
 	/* Cases and checks, in the native child's order. */
 	size_t j = 0;
@@ -1057,7 +1123,9 @@ int main(int argc, char **argv)
 		if (!ok(b->a[0] == '1', "%s", b->name))
 			diag("  %s", b->b);
 	}
-	child_status(&nat);
-	child_status(&shim);
+	for (int p = 0; p < NPARTS; p++) {
+		child_status(&natp[p], "native", p);
+		child_status(&shimp[p], "shim", p);
+	}
 	return done_testing();
 }

@@ -1312,6 +1312,7 @@ struct evreader {
 static void *ev_fn(void *p)
 {
 	struct evreader *e = p;
+	/* until the action is over (stop), and at most 3 s */
 	for (int i = 0; i < 300 && e->n < e->want && !e->stop; i++) {
 		struct pollfd pf = {.fd = e->fd, .events = POLLIN};
 		if (poll(&pf, 1, 10) <= 0)
@@ -1335,7 +1336,7 @@ static void c_event(struct cx *c)
 	struct region *s = mk_region_mem(c, "s", MEM_ANON, 1);
 	if (!s)
 		return;
-	struct evreader e = {.fd = fd, .want = 1};
+	struct evreader e = {.fd = fd, .want = 4};
 	if (pthread_create(&e.t, NULL, ev_fn, &e) != 0)
 		return;
 	switch (c->arg) {
@@ -1373,6 +1374,8 @@ static void c_event(struct cx *c)
 		CALL("madvise(REMOVE)", madvise(r->base + ps, ps, MADV_REMOVE));
 		break;
 	}
+	usleep(50000); /* events the action queued without waiting for them */
+	e.stop = 1;
 	pthread_join(e.t, NULL);
 	R("events=%d", e.n);
 	for (int i = 0; i < e.n; i++) {
@@ -1657,7 +1660,62 @@ static const struct tcase model_cases[] = {
 	{"IOC_NEW on /dev/userfaultfd reopened via /proc/self/fd", c_model_fd, MEM_NONE, 0, 5},
 	{"syscall(SYS_dup) of a uffd", c_model_fd, MEM_NONE, 0, 6},
 	{"syscall(SYS_fcntl, F_SETFL) on a uffd", c_model_fd, MEM_NONE, 0, 7},
+};
+
+static void c_stale(struct cx *c);
+
+/* Model bugs found by the group checkpoints, one case each so that the
+ * failing checkpoint names its cause. */
+static const struct tcase model_ops_cases[] = {
+	{"API with WP_ASYNC alone (kernel adds WP_UNPOPULATED)", c_api_bit, MEM_NONE, 0, 15},
+	{"re-register a MISSING|WP range with MISSING (kernel: no-op)", c_reg_again, MEM_AS, 0,
+	 M_MISSING},
+	{"re-register a MISSING|WP range with WP (kernel: no-op)", c_reg_again, MEM_AS, 0, M_WP},
+	{"protect, then re-register MISSING only", c_wp, MEM_AS, 0, 19},
+	{"WRITEPROTECT by a uffd that did not register the range", c_wp, MEM_AS, 0, 15},
+	{"MOVE out of another uffd's write-protected range", c_move, MEM_ANON, UFFD_FEATURE_MOVE, 16},
+	{"COPY EINVAL (bad mode), stale copy field 0x5a5a", c_stale, MEM_AS, 0, 0},
+	{"ZEROPAGE EINVAL (unaligned), stale zeropage field", c_stale, MEM_AS, 0, 1},
+	{"MOVE EINVAL (bad mode), stale move field, src write-protected", c_stale, MEM_ANON,
+	 UFFD_FEATURE_MOVE, 2},
+	{"CONTINUE EINVAL (unaligned len), stale mapped field", c_stale, MEM_AS, 0, 3},
+	{"POISON EINVAL (zero len), stale updated field", c_stale, MEM_AS, 0, 4},
+	{"COPY EEXIST over a write-protected page", c_stale, MEM_AS, 0, 5},
+};
+
+/* A call that fails before the kernel writes its output field (copy,
+ * zeropage, mapped, updated, move): the field still holds what the app put
+ * there (here 0x5a5a, as stack garbage would).  d: 4 populated pages,
+ * MISSING|WP (shmem: MINOR|WP for CONTINUE), all write-protected. */
+static void c_stale(struct cx *c)
+{
+	uint64_t mode = M_MISSING | M_WP;
+	if (c->arg == 3 && c->mem != MEM_ANON)
+		mode = M_MINOR | M_WP;
+	struct region *r;
+	int fd = setup_std(c, &r, feat_std(), mode, 6, 4, 0xf);
+	if (fd < 0)
+		return;
+	struct region *s = mk_region_mem(c, "s", MEM_ANON, 4);
+	if (!s)
+		return;
+	wp_op(c, fd, PG(r, 0), 4 * r->ps, WPM);
+	size_t ps = r->ps;
+	switch (c->arg) {
+	case 0: copy_op(c, fd, PG(r, 0), PG(s, 0), ps, 1ULL << 7); break;      /* bad mode */
+	case 1: zero_op(c, fd, PG(r, 0) + 1, ps, 0); break;                     /* unaligned */
+	case 2: move_op(c, fd, PG(r, 4), PG(r, 0), ps, 1ULL << 7); break;      /* src = WP page */
+	case 3: cont_op(c, fd, PG(r, 0), ps + 1, 0); break;                     /* unaligned len */
+	case 4: poison_op(c, fd, PG(r, 0), 0, 0); break;                        /* zero len */
+	case 5: copy_op(c, fd, PG(r, 0), PG(s, 0), ps, 0); break;               /* EEXIST: kernel writes -17 */
+	}
+	pstate(c, r);
+}
+
+/* closefrom() closes the shim's own fds too: a process of its own (part 2). */
+static const struct tcase closefrom_cases[] = {
 	{"closefrom() over a dup of a uffd", c_model_fd, MEM_NONE, 0, 8},
+	{"a uffd created after closefrom()", c_create_syscall, MEM_NONE, 0, O_CLOEXEC},
 };
 
 /* ================================================================== */
@@ -1756,8 +1814,8 @@ static void c_err_calls(struct cx *c)
 		IOC(c, u, UFFDIO_REGISTER, &g); break; }
 	case 5: { struct uffdio_register g = {{PG(r, 6), 2 * ps}, 1 << 5, 0};
 		IOC(c, u, UFFDIO_REGISTER, &g); break; }
-	case 6: { struct uffdio_register g = {{PG(r, 6), 4 * ps}, M_MISSING, 0};
-		IOC(c, u, UFFDIO_REGISTER, &g); break; }           /* ENOMEM past end */
+	case 6: { struct uffdio_register g = {{PG(r, 12), 4 * ps}, M_MISSING, 0};
+		IOC(c, u, UFFDIO_REGISTER, &g); break; }           /* wholly in the gap */
 	case 7: { struct uffdio_register g = {{PG(r, 2), 4 * ps}, M_MISSING, 0};
 		IOC(c, v, UFFDIO_REGISTER, &g); break; }           /* EBUSY */
 	case 8: IOC(c, u, UFFDIO_REGISTER, (void *)1); break;
@@ -1766,20 +1824,18 @@ static void c_err_calls(struct cx *c)
 		IOC(c, u, UFFDIO_REGISTER, &g); break; }           /* MINOR on anon */
 	case 10: range_op(c, u, UFFDIO_UNREGISTER, PG(r, 0) + 1, ps); break;
 	case 11: range_op(c, u, UFFDIO_UNREGISTER, PG(r, 0), 0); break;
-	case 12: range_op(c, u, UFFDIO_UNREGISTER, PG(r, 0), 16 * ps); break;   /* past end */
+	case 12: range_op(c, u, UFFDIO_UNREGISTER, PG(r, 12), 4 * ps); break;   /* in the gap */
 	case 13: IOC(c, u, UFFDIO_UNREGISTER, (void *)1); break;
 	case 14: copy_op(c, u, PG(r, 0), PG(s, 0), ps, 0); break;               /* EEXIST */
 	case 15: copy_op(c, u, PG(r, 2), PG(s, 0), ps, 1 << 7); break;
 	case 16: copy_op(c, u, PG(r, 6), PG(s, 0), ps, 0); break;               /* ENOENT */
 	case 17: copy_op(c, u, PG(r, 2), 0x1000 * (ps / 4096), ps, 0); break;   /* EFAULT */
 	case 18: copy_op(c, u, PG(r, 4), PG(s, 0), ps, UFFDIO_COPY_MODE_WP); break; /* WP on non-WP */
-	case 19: copy_op(c, v, PG(r, 2), PG(s, 0), ps, 0); break;               /* other uffd */
 	case 20: zero_op(c, u, PG(r, 1), ps, 0); break;                          /* EEXIST */
 	case 21: zero_op(c, u, PG(r, 2) + 1, ps, 0); break;
 	case 22: wp_op(c, u, PG(r, 4), 2 * ps, WPM); break;                      /* ENOENT */
 	case 23: wp_op(c, u, PG(r, 1), ps, WPM | WPD); break;                    /* EINVAL */
 	case 24: wp_op(c, u, PG(r, 6), 2 * ps, WPM); break;                      /* unregistered */
-	case 25: wp_op(c, v, PG(r, 1), ps, WPM); break;                          /* other uffd */
 	case 26: wp_op(c, u, PG(r, 0), ps, 1 << 6); break;
 	case 27: cont_op(c, u, PG(r, 2), ps, 0); break;
 	case 28: poison_op(c, u, PG(r, 1), ps, 0); break;                        /* EEXIST */
@@ -1828,26 +1884,24 @@ static const struct tcase err_cases[] = {
 	{"REGISTER zero len", c_err_calls, MEM_AS, 0, 3},
 	{"REGISTER mode 0", c_err_calls, MEM_AS, 0, 4},
 	{"REGISTER unknown mode", c_err_calls, MEM_AS, 0, 5},
-	{"REGISTER past the mapping", c_err_calls, MEM_AS, 0, 6},
+	{"REGISTER of unmapped memory", c_err_calls, MEM_AS, 0, 6},
 	{"REGISTER by another uffd (EBUSY)", c_err_calls, MEM_AS, 0, 7},
 	{"REGISTER bad pointer", c_err_calls, MEM_AS, 0, 8},
 	{"REGISTER MINOR on anon / unknown mode", c_err_calls, MEM_AS, 0, 9},
 	{"UNREGISTER unaligned", c_err_calls, MEM_AS, 0, 10},
 	{"UNREGISTER zero len", c_err_calls, MEM_AS, 0, 11},
-	{"UNREGISTER past the mapping", c_err_calls, MEM_AS, 0, 12},
+	{"UNREGISTER of unmapped memory", c_err_calls, MEM_AS, 0, 12},
 	{"UNREGISTER bad pointer", c_err_calls, MEM_AS, 0, 13},
 	{"COPY EEXIST", c_err_calls, MEM_AS, 0, 14},
 	{"COPY unknown mode", c_err_calls, MEM_AS, 0, 15},
 	{"COPY unregistered", c_err_calls, MEM_AS, 0, 16},
 	{"COPY bad src", c_err_calls, MEM_AS, 0, 17},
 	{"COPY MODE_WP on a MISSING-only range", c_err_calls, MEM_AS, 0, 18},
-	{"COPY by another uffd", c_err_calls, MEM_AS, 0, 19},
 	{"ZEROPAGE EEXIST", c_err_calls, MEM_AS, 0, 20},
 	{"ZEROPAGE unaligned", c_err_calls, MEM_AS, 0, 21},
 	{"WRITEPROTECT on a MISSING-only range (ENOENT)", c_err_calls, MEM_AS, 0, 22},
 	{"WRITEPROTECT WP|DONTWAKE", c_err_calls, MEM_AS, 0, 23},
 	{"WRITEPROTECT unregistered", c_err_calls, MEM_AS, 0, 24},
-	{"WRITEPROTECT by another uffd", c_err_calls, MEM_AS, 0, 25},
 	{"WRITEPROTECT unknown mode", c_err_calls, MEM_AS, 0, 26},
 	{"CONTINUE on a non-MINOR range", c_err_calls, MEM_AS, 0, 27},
 	{"POISON EEXIST", c_err_calls, MEM_AS, 0, 28},
@@ -1864,7 +1918,9 @@ static const struct tcase err_cases[] = {
 /* ================================================================== */
 
 #define SECTION(name, arr, mems, each, after) \
-	{name, arr, sizeof(arr) / sizeof(arr[0]), mems, each, after}
+	{name, arr, sizeof(arr) / sizeof(arr[0]), mems, each, after, 0}
+#define SECTION_PART(name, arr, mems, each, after, part) \
+	{name, arr, sizeof(arr) / sizeof(arr[0]), mems, each, after, part}
 
 static const struct tsection sections[] = {
 	SECTION("create", create_cases, MEM_NONE, 0, NULL),
@@ -1879,7 +1935,9 @@ static const struct tsection sections[] = {
 	SECTION("events", event_cases, MEM_ALL, 0, NULL),
 	SECTION("fd ops", fd_cases, MEM_NONE, 0, NULL),
 	SECTION("model follows", model_cases, MEM_NONE, 1, NULL),
+	SECTION("model per call", model_ops_cases, MEM_AS, 1, NULL),
 	SECTION("failed calls", err_cases, MEM_AS, 0, err_after),
+	SECTION_PART("closefrom", closefrom_cases, MEM_NONE, 1, NULL, 2),
 };
 
 /* ================================================================== */
