@@ -43,8 +43,16 @@ int ucr_pause_devices(int pid)
 		ucr_err("%s", err);
 		return -EIO;
 	}
-	if (rc == 0)
-		ucr_debug("pid %d: no uffdshim control socket (not shimmed, or no uffd yet)", pid);
+	if (rc == 0) {
+		struct pf_vmas maps;
+		if (pf_read_maps(pid, &maps, err, sizeof(err)) == 0) {
+			t->shim_mapped = pf_maps_has_lib(&maps, "libuffdshim.so") == 1;
+			pf_vmas_free(&maps);
+		}
+		ucr_debug("pid %d: no uffdshim control socket (%s)", pid, t->shim_mapped ?
+			  "the shim is loaded but the process has not touched a uffd" :
+			  "not running under uffdshim");
+	}
 	return -ENOTSUP; /* let other plugins see the task too */
 }
 
@@ -238,6 +246,10 @@ static int checkpoint_all(void)
 	resolve_unknown_mm();
 	for (size_t i = 0; i < ucr_task_count(); i++) {
 		struct ucr_task *t = ucr_task_at(i);
+		if (!t->shimmed && t->shim_mapped && t->nufds)
+			ucr_warn("pid %d runs under uffdshim and holds a uffd, but its control socket "
+				 "did not answer (is criu in another network namespace? the socket is "
+				 "abstract): using the kernel's view of it", t->pid);
 		if (!t->shimmed) {
 			char reason[1024];
 			ucr_unshimmed_check_task(t, reason, sizeof(reason));

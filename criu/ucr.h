@@ -146,6 +146,7 @@ struct ucr_ufd {
 struct ucr_task {
 	pid_t pid;
 	bool shimmed;            /* its shim answered QUIESCE */
+	bool shim_mapped;        /* libuffdshim.so is in its maps (shimmed or not) */
 	bool settled;            /* no fault read and unresolved at QUIESCE */
 	struct uctl_conn conn;   /* open (fd >= 0) while the app is held */
 	void *blob;              /* the state blob of QUIESCE */

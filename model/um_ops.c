@@ -88,9 +88,12 @@ void um_op_register(struct um_uffd *u, long ret, uint64_t start, uint64_t len,
 	 * modes include the requested ones (userfaultfd_register: "already
 	 * registered ... with the right tracking mode"); others get the new
 	 * modes.  uffd-wp bits of the pages stay either way. */
-	struct um_range keep[64];
-	uint32_t nkeep = 0;
-	for (uint32_t i = 0; i < u->nranges && nkeep < 64; i++) {
+	struct um_range small[16], *keep = small;
+	size_t keep_size = (size_t)u->nranges * sizeof(*keep);
+	if (u->nranges > 16 && !(keep = um_zalloc(keep_size)))
+		keep = small; /* out of memory: keep what fits */
+	uint32_t cap = keep == small ? 16 : u->nranges, nkeep = 0;
+	for (uint32_t i = 0; i < u->nranges && nkeep < cap; i++) {
 		struct um_range r = u->ranges[i];
 		if (r.end <= start || r.start >= end || (r.modes & mode) != mode)
 			continue;
@@ -107,6 +110,8 @@ void um_op_register(struct um_uffd *u, long ret, uint64_t start, uint64_t len,
 	for (uint32_t i = 0; i < nkeep; i++)
 		um_register(u, keep[i].start, keep[i].end, keep[i].modes, keep[i].ioctls,
 			    &keep[i].map, 1);
+	if (keep != small)
+		um_free(keep, keep_size);
 }
 
 void um_op_unregister(struct um_uffd *u, long ret, uint64_t start, uint64_t len)

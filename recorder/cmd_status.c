@@ -28,6 +28,7 @@
 
 #include "commands.h"
 #include "ctl_client.h"
+#include "foreign.h"
 #include "procfs.h"
 #include "status_print.h"
 #include "verify.h"
@@ -64,22 +65,21 @@ static bool other_netns(pid_t pid)
 
 /* The output of a process that is shimmed but has no control socket yet:
  * its model is empty. */
-static int not_used(pid_t pid, const char *comm, bool json, bool verify)
+static int not_used(pid_t pid, bool json, bool verify)
 {
 	struct verify_report vr;
 	struct um_state st;
 	int vrc = 0;
 	um_state_init(&st, pid);
-	if (verify)
-		vrc = verify_state(&st, pid, &vr);
+	if (verify) {
+		struct um_state foreign;
+		gather_foreign_uffds(pid, &foreign);
+		vrc = verify_state_with(&st, &foreign, pid, &vr);
+		um_state_free(&foreign);
+	}
 	if (json) {
 		GString *o = g_string_new(NULL);
-		g_string_append_printf(o, "{\"pid\":%d,\"shimmed\":true", (int)pid);
-		if (comm) {
-			g_string_append(o, ",\"comm\":");
-			json_string(o, comm);
-		}
-		g_string_append(o, ",\"uffds\":[]");
+		g_string_append_printf(o, "{\"pid\":%d,\"shimmed\":true,\"uffds\":[]", (int)pid);
 		if (verify) {
 			g_string_append_c(o, ',');
 			status_print_json_verify(o, &vr);
@@ -221,7 +221,7 @@ int cmd_status(int argc, char **argv)
 				(int)pid);
 			return EX_UNAVAILABLE;
 		}
-		return not_used(pid, comm, opt_json, opt_verify);
+		return not_used(pid, opt_json, opt_verify);
 	}
 	if (rc != UCTL_R_OK) {
 		fprintf(stderr, "uffd-record: pid %d: %s\n", (int)pid, err);
@@ -288,8 +288,12 @@ int cmd_status(int argc, char **argv)
 	/* Verify while the app's uffd operations are held, then let it go. */
 	struct verify_report vr;
 	int vrc = 0;
-	if (opt_verify)
-		vrc = verify_state(&st, pid, &vr);
+	if (opt_verify) {
+		struct um_state foreign;
+		gather_foreign_uffds(pid, &foreign);
+		vrc = verify_state_with(&st, &foreign, pid, &vr);
+		um_state_free(&foreign);
+	}
 	if (quiesced) {
 		int32_t rs;
 		void *rb;

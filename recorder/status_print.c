@@ -43,12 +43,14 @@ void status_fault_flags_str(uint64_t f, char *buf, size_t len)
 {
 	size_t off = 0;
 	buf[0] = 0;
-	if (f & UFFD_PAGEFAULT_FLAG_WRITE)
-		join(buf, len, &off, "WRITE");
+	/* The kind of fault, then the access: "MISSING|READ", "WP|WRITE", ... */
 	if (f & UFFD_PAGEFAULT_FLAG_WP)
 		join(buf, len, &off, "WP");
 	if (f & UFFD_PAGEFAULT_FLAG_MINOR)
 		join(buf, len, &off, "MINOR");
+	if (!(f & (UFFD_PAGEFAULT_FLAG_WP | UFFD_PAGEFAULT_FLAG_MINOR)))
+		join(buf, len, &off, "MISSING");
+	join(buf, len, &off, f & UFFD_PAGEFAULT_FLAG_WRITE ? "WRITE" : "READ");
 	uint64_t rest = f & ~(uint64_t)(UFFD_PAGEFAULT_FLAG_WRITE | UFFD_PAGEFAULT_FLAG_WP |
 					UFFD_PAGEFAULT_FLAG_MINOR);
 	if (rest) {
@@ -56,8 +58,6 @@ void status_fault_flags_str(uint64_t f, char *buf, size_t len)
 		snprintf(t, sizeof(t), "%#" PRIx64, rest);
 		join(buf, len, &off, t);
 	}
-	if (!off)
-		snprintf(buf, len, "0");
 }
 
 void status_size_str(uint64_t b, char *buf, size_t len)

@@ -34,7 +34,8 @@ void status_print_json_verify(GString *out, const struct verify_report *vr);
 void json_string(GString *out, const char *s);
 /* "O_CLOEXEC|O_NONBLOCK|UFFD_USER_MODE_ONLY", or "0". */
 void status_create_flags_str(uint32_t flags, char *buf, size_t len);
-/* "WRITE|WP|MINOR" (UFFD_PAGEFAULT_FLAG_*), or "0". */
+/* The fault kind and access of UFFD_PAGEFAULT_FLAG_* flags: "MISSING|READ",
+ * "WP|WRITE", "MINOR|READ" (unknown bits in hex). */
 void status_fault_flags_str(uint64_t flags, char *buf, size_t len);
 /* "4 KiB", "2 MiB", "1.5 GiB", "123 B". */
 void status_size_str(uint64_t bytes, char *buf, size_t len);

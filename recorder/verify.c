@@ -435,8 +435,8 @@ static int check_pagemap_uffd(const struct um_uffd *u, int pm, const struct pf_v
 	struct wpctx c = {.r = r, .u = u};
 	for (uint32_t k = 0; k < u->nranges; k++) {
 		const struct um_range *rg = &u->ranges[k];
-		if (!(rg->modes & UFFDIO_REGISTER_MODE_WP))
-			continue;
+		/* Every registered range: re-registering without WP keeps the
+		 * pages' uffd-wp bits, so they can exist in any range. */
 		/* Only the mapped parts (smaps reported the rest): adjacent VMAs
 		 * make one piece, so a range normally costs one pread. */
 		uint64_t ps = 0, pe = 0;
@@ -459,7 +459,7 @@ static int check_pagemap_uffd(const struct um_uffd *u, int pm, const struct pf_v
 	}
 	wp_flush(&c);
 
-	/* Model WP bits outside the WP-registered ranges: the kernel clears WP on
+	/* Model WP bits outside the registered ranges: the kernel clears WP on
 	 * unregister, so nothing can be protected there. */
 	unsigned outside = 0, outside_more = 0;
 	uint64_t cur = 0, rs, re, last = ~(UM_PAGE_SIZE - 1);
@@ -472,13 +472,13 @@ static int check_pagemap_uffd(const struct um_uffd *u, int pm, const struct pf_v
 			const struct um_range *rg = &u->ranges[k];
 			if (rg->start >= re)
 				break;
-			if (!(rg->modes & UFFDIO_REGISTER_MODE_WP) || rg->end <= pos)
+			if (rg->end <= pos)
 				continue;
 			if (rg->start > pos) {
 				if (outside++ < VERIFY_MAX_WP_RUNS)
 					add(r, VK_DISAGREE, VC_MODEL, u->id, "uffd %u: model has pages [%#"
 					    PRIx64 ", %#" PRIx64 ") write-protected outside its "
-					    "WP-registered ranges", u->id, pos, rg->start);
+					    "registered ranges", u->id, pos, rg->start);
 				else {
 					r->disagreements++;
 					outside_more++;
@@ -490,7 +490,7 @@ static int check_pagemap_uffd(const struct um_uffd *u, int pm, const struct pf_v
 			if (outside++ < VERIFY_MAX_WP_RUNS)
 				add(r, VK_DISAGREE, VC_MODEL, u->id, "uffd %u: model has pages [%#"
 				    PRIx64 ", %#" PRIx64 ") write-protected outside its "
-				    "WP-registered ranges", u->id, pos, re);
+				    "registered ranges", u->id, pos, re);
 			else {
 				r->disagreements++;
 				outside_more++;
@@ -705,6 +705,12 @@ static int check_unknown_fds(const struct um_state *st, pid_t pid, struct verify
 
 int verify_state(const struct um_state *st, pid_t pid, struct verify_report *r)
 {
+	return verify_state_with(st, NULL, pid, r);
+}
+
+int verify_state_with(const struct um_state *st, const struct um_state *foreign, pid_t pid,
+		      struct verify_report *r)
+{
 	memset(r, 0, sizeof(*r));
 	r->nuffds = st->nuffds;
 	for (uint32_t i = 0; i < st->nuffds; i++) {
@@ -727,9 +733,38 @@ int verify_state(const struct um_state *st, pid_t pid, struct verify_report *r)
 		return -1;
 	}
 	vmas_sanitize(&vs);
-	int rc = check_smaps(st, pid, &vs, r);
+	/* The memory checks see this process's uffds and the ones other
+	 * processes hold on its memory (FORK-event readers, SCM_RIGHTS
+	 * handlers); a uffd both sides know is taken once, from here. */
+	struct um_state all = *st;
+	struct um_uffd **arr = NULL;
+	if (foreign && foreign->nuffds) {
+		arr = calloc(st->nuffds + foreign->nuffds, sizeof(*arr));
+		if (!arr) {
+			pf_vmas_free(&vs);
+			report_fail(r, ENOMEM, "out of memory");
+			return -1;
+		}
+		uint32_t n = 0;
+		for (uint32_t i = 0; i < st->nuffds; i++)
+			arr[n++] = st->uffds[i];
+		for (uint32_t i = 0; i < foreign->nuffds; i++) {
+			const struct um_uffd *f = foreign->uffds[i];
+			struct um_uffd *mine = um_uffd_by_ino(st, f->ino);
+			if (mine && own_memory(st, mine, pid))
+				continue;
+			add(r, VK_NOTE, VC_SMAPS, f->id, "uffd with inode %llu, held by another "
+			    "process, serves this process's memory: its ranges are included",
+			    (unsigned long long)f->ino);
+			arr[n++] = foreign->uffds[i];
+		}
+		all.uffds = arr;
+		all.nuffds = n;
+	}
+	int rc = check_smaps(&all, pid, &vs, r);
 	if (rc == 0)
-		rc = check_pagemap(st, pid, &vs, r);
+		rc = check_pagemap(&all, pid, &vs, r);
+	free(arr);
 	pf_vmas_free(&vs);
 	if (rc < 0)
 		return -1;

@@ -75,6 +75,10 @@ struct verify_report {
  * when the process went away).  r is initialised here; free it with
  * verify_report_free. */
 int verify_state(const struct um_state *st, pid_t pid, struct verify_report *r);
+/* The same, with the uffds other processes hold on pid's memory (see
+ * foreign.h) included in the smaps and pagemap checks. */
+int verify_state_with(const struct um_state *st, const struct um_state *foreign, pid_t pid,
+		      struct verify_report *r);
 void verify_report_free(struct verify_report *r);
 /* Every entry as a "verify: ..." line, then "verify: OK (N uffds, M ranges, P
  * pages checked)" or "verify: K disagreements". */

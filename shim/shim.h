@@ -92,6 +92,13 @@ bool shim_lock_held_by_me(void) SHIM_HIDDEN;
 /* In a fork child: reset the lock; true if another thread held it at the
  * instant of fork (the child's copy of the model may then be torn). */
 bool shim_lock_after_fork_child(void) SHIM_HIDDEN;
+/* Orders the calls whose effects on registrations and protection depend on
+ * their order (REGISTER, UNREGISTER, WRITEPROTECT): held across the kernel
+ * call and the model update, so the model applies them in the kernel's
+ * order.  Never held by COPY-like calls, which may fault on registered
+ * memory.  Returns false (and takes nothing) when re-entered. */
+bool shim_order_lock(void) SHIM_HIDDEN;
+void shim_order_unlock(void) SHIM_HIDDEN;
 /* The fork child's side of fork/clone (shim_init.c). */
 void shim_after_fork_child(void) SHIM_HIDDEN;
 /* Take the lock to update the model, unless this thread holds it already

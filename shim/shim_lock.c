@@ -10,8 +10,14 @@
 #include "shim.h"
 #include "shim_raw.h"
 
-static int lock_word;          /* 0 free, 1 locked, 2 locked with waiters */
-static const void *lock_owner; /* address of the owner's TLS marker */
+/* A futex mutex that knows its owner thread (the address of a TLS marker:
+ * no system call to learn it). */
+struct mutex {
+	int word;          /* 0 free, 1 locked, 2 locked with waiters */
+	const void *owner;
+};
+
+static struct mutex model_mutex, order_mutex;
 static __thread char tls_marker __attribute__((tls_model("initial-exec")));
 
 static long futex(int *uaddr, int op, int val, const struct timespec *ts)
@@ -19,31 +25,59 @@ static long futex(int *uaddr, int op, int val, const struct timespec *ts)
 	return RAW6(SYS_futex, uaddr, op, val, ts, 0, 0);
 }
 
-void shim_lock(void)
+static void mutex_lock(struct mutex *m)
 {
 	int c = 0;
-	if (!__atomic_compare_exchange_n(&lock_word, &c, 1, false, __ATOMIC_ACQUIRE,
+	if (!__atomic_compare_exchange_n(&m->word, &c, 1, false, __ATOMIC_ACQUIRE,
 					 __ATOMIC_RELAXED)) {
 		if (c != 2)
-			c = __atomic_exchange_n(&lock_word, 2, __ATOMIC_ACQUIRE);
+			c = __atomic_exchange_n(&m->word, 2, __ATOMIC_ACQUIRE);
 		while (c != 0) {
-			futex(&lock_word, FUTEX_WAIT_PRIVATE, 2, NULL);
-			c = __atomic_exchange_n(&lock_word, 2, __ATOMIC_ACQUIRE);
+			futex(&m->word, FUTEX_WAIT_PRIVATE, 2, NULL);
+			c = __atomic_exchange_n(&m->word, 2, __ATOMIC_ACQUIRE);
 		}
 	}
-	__atomic_store_n(&lock_owner, &tls_marker, __ATOMIC_RELAXED);
+	__atomic_store_n(&m->owner, &tls_marker, __ATOMIC_RELAXED);
+}
+
+static void mutex_unlock(struct mutex *m)
+{
+	__atomic_store_n(&m->owner, NULL, __ATOMIC_RELAXED);
+	if (__atomic_exchange_n(&m->word, 0, __ATOMIC_RELEASE) == 2)
+		futex(&m->word, FUTEX_WAKE_PRIVATE, 1, NULL);
+}
+
+static bool mutex_mine(const struct mutex *m)
+{
+	return __atomic_load_n(&m->owner, __ATOMIC_RELAXED) == &tls_marker;
+}
+
+void shim_lock(void)
+{
+	mutex_lock(&model_mutex);
 }
 
 void shim_unlock(void)
 {
-	__atomic_store_n(&lock_owner, NULL, __ATOMIC_RELAXED);
-	if (__atomic_exchange_n(&lock_word, 0, __ATOMIC_RELEASE) == 2)
-		futex(&lock_word, FUTEX_WAKE_PRIVATE, 1, NULL);
+	mutex_unlock(&model_mutex);
 }
 
 bool shim_lock_held_by_me(void)
 {
-	return __atomic_load_n(&lock_owner, __ATOMIC_RELAXED) == &tls_marker;
+	return mutex_mine(&model_mutex);
+}
+
+bool shim_order_lock(void)
+{
+	if (mutex_mine(&order_mutex))
+		return false; /* re-entered from a signal handler: go unordered */
+	mutex_lock(&order_mutex);
+	return true;
+}
+
+void shim_order_unlock(void)
+{
+	mutex_unlock(&order_mutex);
 }
 
 bool shim_model_enter(void)
@@ -58,9 +92,9 @@ bool shim_model_enter(void)
 
 bool shim_lock_after_fork_child(void)
 {
-	bool was_held = lock_word != 0;
-	lock_word = 0;
-	lock_owner = NULL;
+	bool was_held = model_mutex.word != 0;
+	model_mutex = (struct mutex){0, NULL};
+	order_mutex = (struct mutex){0, NULL};
 	return was_held;
 }
 

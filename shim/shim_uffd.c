@@ -207,6 +207,8 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 			api_requested = in.features;
 	}
 	shim_gate_enter();
+	bool ordered = (req == UFFDIO_REGISTER || req == UFFDIO_UNREGISTER ||
+			req == UFFDIO_WRITEPROTECT) && shim_order_lock();
 	long ret = real.ioctl(fd, req, arg);
 	int err = errno;
 	long kret = ret < 0 ? -err : ret;
@@ -312,6 +314,8 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 		}
 		shim_unlock();
 	}
+	if (ordered)
+		shim_order_unlock();
 	if (shim_tracing)
 		shim_trace((int)op_kind(req), fd, ino, kret, tr_a, tr_b, tr_c, tr_d, tr_e);
 	shim_gate_leave();

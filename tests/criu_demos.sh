@@ -114,6 +114,7 @@ run_demo() {
 	pids=$(cl_dumped_pids "$d/img")
 	if [ $rc != 0 ] && { [ ! -e "/proc/$pid" ] || grep -q "^$name: OK" "$d/out"; }; then
 		cl_skip "$name: criu dump" "the demo ended before the dump could take it (dump delay too long?)"
+		cl_diag "$(cl_log_lines "$d/img/dump.log" | grep Error)"
 		kill_tree "$leader"
 		skip_rest $((PER_DEMO - 2)) "no dump" "$name:"
 		return

@@ -62,6 +62,18 @@ cl_setup() {
 		out=$(grep -m1 -i error <<<"$out" || tail -n1 <<<"$out")
 		cl_skip_all "'$CL_CRIU check' fails on this machine: ${out:-(no output)}"
 	fi
+	# CRIU puts its service fds above the highest fd of the restored task and
+	# below its own RLIMIT_NOFILE, which it raises to fs.nr_open when it may.
+	# The shim keeps its own fds just under the task's soft limit, so where
+	# CRIU may not raise the limit (containers) the programs get half the
+	# soft limit, leaving CRIU room (UFFDSHIM_CRIU_APP_NOFILE=N sets it,
+	# =keep leaves it alone).
+	CL_APP_NOFILE=${UFFDSHIM_CRIU_APP_NOFILE:-}
+	if [ -z "$CL_APP_NOFILE" ] && ! (ulimit -Hn "$(cat /proc/sys/fs/nr_open 2>/dev/null || echo 1048576)") 2>/dev/null; then
+		CL_APP_NOFILE=$(($(ulimit -Sn) / 2))
+		cl_diag "CRIU cannot raise RLIMIT_NOFILE here (hard limit $(ulimit -Hn)): programs run with soft limit $CL_APP_NOFILE (the shim's fds sit just under it; CRIU needs room above them)"
+	fi
+	[ "$CL_APP_NOFILE" = keep ] && CL_APP_NOFILE=
 	CL_WORK=$(mktemp -d "${TMPDIR:-/tmp}/uffdshim-criu.XXXXXX") || cl_skip_all "mktemp failed"
 	trap cl_cleanup EXIT
 	cl_diag "criu: $CL_CRIU ($("$CL_CRIU" --version 2>/dev/null | head -n1)), work dir $CL_WORK"
@@ -84,7 +96,11 @@ cl_cleanup() {
 cl_start() {
 	local out=$1
 	shift
-	setsid "$@" >"$out" 2>&1 </dev/null &
+	if [ -n "$CL_APP_NOFILE" ]; then
+		(ulimit -S -n "$CL_APP_NOFILE" && exec setsid "$@") >"$out" 2>&1 </dev/null &
+	else
+		setsid "$@" >"$out" 2>&1 </dev/null &
+	fi
 	CL_LAST=$!
 	disown "$CL_LAST" 2>/dev/null # no "Killed" notices from bash at cleanup
 	CL_PIDS+=("$CL_LAST")

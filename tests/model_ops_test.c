@@ -181,11 +181,181 @@ static void test_failed_calls(void)
 	um_op_api(u, -EINVAL, UFFD_FEATURE_WP_ASYNC, 0, 0);
 	ok(!u->api_done && !u->features && !u->wp_async, "a refused UFFDIO_API leaves API undone");
 	um_op_api(u, 0, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_THREAD_ID, 0x1ffff, 0x8000000000000003ULL);
-	ok(u->api_done && u->features == 0x1ffff && u->ioctls == 0x8000000000000003ULL &&
-		   u->features_requested == (UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_THREAD_ID) &&
-		   u->wp_async,
-	   "a successful UFFDIO_API records requested and answered features, ioctls, WP_ASYNC");
+	ok(u->api_done && u->features == 0x1ffff && u->ioctls == 0x8000000000000003ULL && u->wp_async,
+	   "a successful UFFDIO_API records answered features, ioctls, WP_ASYNC");
+	is_u64(u->features_requested,
+	       UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED | UFFD_FEATURE_THREAD_ID,
+	       "WP_ASYNC requested: the kernel turns WP_UNPOPULATED on too (features_requested "
+	       "has both, nothing else added)");
 	um_state_free(&st);
+
+	/* WP_UNPOPULATED is added for WP_ASYNC only. */
+	static const struct {
+		uint64_t req, want;
+		const char *what;
+	} api_cases[] = {
+		{UFFD_FEATURE_WP_ASYNC, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED,
+		 "WP_ASYNC alone"},
+		{UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED,
+		 UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, "WP_ASYNC and WP_UNPOPULATED"},
+		{UFFD_FEATURE_WP_UNPOPULATED, UFFD_FEATURE_WP_UNPOPULATED, "WP_UNPOPULATED alone"},
+		{UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_MISSING_SHMEM,
+		 UFFD_FEATURE_EVENT_FORK | UFFD_FEATURE_MISSING_SHMEM, "no WP feature"},
+		{0, 0, "no feature at all"},
+	};
+	for (size_t i = 0; i < sizeof(api_cases) / sizeof(api_cases[0]); i++) {
+		um_state_init(&st, ME);
+		u = um_uffd_new(&st, 1, UM_ORIGIN_SYSCALL, 0, ME);
+		um_op_api(u, 0, api_cases[i].req, 0x1ffff, 3);
+		ok(u->api_done && u->features_requested == api_cases[i].want &&
+			   !!u->wp_async == !!(api_cases[i].req & UFFD_FEATURE_WP_ASYNC) &&
+			   u->features == 0x1ffff,
+		   "UFFDIO_API requesting %s: features_requested %#llx, wp_async %d",
+		   api_cases[i].what, (unsigned long long)api_cases[i].want,
+		   !!(api_cases[i].req & UFFD_FEATURE_WP_ASYNC));
+		um_state_free(&st);
+	}
+	um_state_init(&st, ME);
+	u = um_uffd_new(&st, 1, UM_ORIGIN_SYSCALL, 0, ME);
+	um_op_api(u, -EINVAL, UFFD_FEATURE_WP_ASYNC, 0, 0);
+	ok(!u->api_done && u->features_requested == 0 && !u->wp_async,
+	   "a refused UFFDIO_API with WP_ASYNC records no requested feature");
+	um_state_free(&st);
+}
+
+/* The output byte count of COPY/ZEROPAGE/CONTINUE/POISON/MOVE is the
+ * kernel's only when the call succeeded (then it is len) or returned -EAGAIN
+ * with 0 < count <= len.  Otherwise the field holds a negative errno or
+ * whatever the application left in its struct: nothing may be applied. */
+static void test_output_field(void)
+{
+	static const struct {
+		long ret;
+		int64_t done; /* in pages, or as is when < 0 or huge */
+		bool pages;
+		const char *what;
+	} bad[] = {
+		{-EINVAL, 4, true, "-EINVAL, field 4 pages (the app's garbage)"},
+		{-EINVAL, 8, true, "-EINVAL, field == len"},
+		{-EEXIST, 2, true, "-EEXIST, field 2 pages"},
+		{-ENOENT, 1, true, "-ENOENT, field 1 page"},
+		{-EFAULT, 8, true, "-EFAULT, field == len"},
+		{-ESRCH, 3, true, "-ESRCH, field 3 pages"},
+		{-ENOMEM, 5, true, "-ENOMEM, field 5 pages"},
+		{-EAGAIN, 0, true, "-EAGAIN, field 0"},
+		{-EAGAIN, -EAGAIN, false, "-EAGAIN, field -EAGAIN"},
+		{-EAGAIN, -1, false, "-EAGAIN, field -1"},
+		{-EAGAIN, 9, true, "-EAGAIN, field len + 1 page"},
+		{-EAGAIN, 8 * 4096 + 1, false, "-EAGAIN, field len + 1 byte"},
+		{-EAGAIN, INT64_MIN, false, "-EAGAIN, field INT64_MIN"},
+		{-EAGAIN, INT64_MAX, false, "-EAGAIN, field INT64_MAX"},
+	};
+	static const char *const opname[] = {"COPY", "ZEROPAGE", "CONTINUE", "POISON", "MOVE"};
+	static const int opctr[] = {UM_C_IOC_COPY, UM_C_IOC_ZEROPAGE, UM_C_IOC_CONTINUE,
+				    UM_C_IOC_POISON, UM_C_IOC_MOVE};
+	static struct snap s;
+	const uint64_t len = 8 * P, dst = R + 8 * P, src = R + 40 * P;
+	for (int op = 0; op < 5; op++) {
+		bool all_same = true, all_counted = true;
+		const char *first_bad = NULL;
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			struct um_state st;
+			um_state_init(&st, ME);
+			struct um_uffd *u = setup(&st, ME, 0);
+			/* Faults waiting on the destination and WP bits on both
+			 * sides, so any applied byte shows. */
+			for (int pg = 8; pg < 16; pg++) {
+				struct uffd_msg f = pf_msg(R + (uint64_t)pg * P, 0, 50);
+				um_msg(&st, u, &f, 100, NULL);
+			}
+			um_op_writeprotect(u, 0, src, len, UFFDIO_WRITEPROTECT_MODE_WP, NULL);
+			int64_t done = bad[i].pages ? bad[i].done * (int64_t)P : bad[i].done;
+			/* mode 0 clears WP of filled pages; COPY|WP would set WP where
+			 * it is clear, so use both for COPY. */
+			uint64_t errs = u->counters[UM_C_IOC_ERRORS], cnt = u->counters[opctr[op]];
+			uint64_t bytes = u->counters[UM_C_BYTES_COPIED];
+			for (int wpmode = 0; wpmode < (op == 0 ? 2 : 1); wpmode++) {
+				snap_take(&s, u);
+				switch (op) {
+				case 0:
+					um_op_copy(u, bad[i].ret, wpmode ? R + 20 * P : dst, len,
+						   wpmode ? UFFDIO_COPY_MODE_WP : 0, done);
+					break;
+				case 1: um_op_zeropage(u, bad[i].ret, dst, len, 0, done); break;
+				case 2: um_op_continue(u, bad[i].ret, dst, len, 0, done); break;
+				case 3: um_op_poison(u, bad[i].ret, dst, len, 0, done); break;
+				case 4: um_op_move(u, bad[i].ret, dst, src, len, 0, done); break;
+				}
+				bool same = snap_same(&s, u) && u->counters[UM_C_BYTES_COPIED] == bytes;
+				if (!same && !first_bad)
+					first_bad = bad[i].what;
+				all_same &= same;
+			}
+			all_counted &= u->counters[UM_C_IOC_ERRORS] == errs + (op == 0 ? 2 : 1) &&
+				       u->counters[opctr[op]] == cnt + (op == 0 ? 2 : 1);
+			um_state_free(&st);
+		}
+		if (!ok(all_same, "failed %s with an untrustworthy output field (%zu cases) "
+				  "changes no WP bit, pending fault or byte count",
+			opname[op], sizeof(bad) / sizeof(bad[0])))
+			diag("first case that changed something: %s", first_bad);
+		ok(all_counted, "and each such %s counts one call and one error", opname[op]);
+	}
+
+	/* The boundaries that are trusted: -EAGAIN with 1 byte, and with len. */
+	for (int op = 0; op < 5; op++) {
+		struct um_state st;
+		um_state_init(&st, ME);
+		struct um_uffd *u = setup(&st, ME, 0);
+		um_op_writeprotect(u, 0, R, 64 * P, UFFDIO_WRITEPROTECT_MODE_WP, NULL);
+		for (int k = 0; k < 2; k++) {
+			uint64_t d = k ? R + 8 * P : R + 24 * P;
+			int64_t done = k ? (int64_t)len : 1;
+			switch (op) {
+			case 0: um_op_copy(u, -EAGAIN, d, len, 0, done); break;
+			case 1: um_op_zeropage(u, -EAGAIN, d, len, 0, done); break;
+			case 2: um_op_continue(u, -EAGAIN, d, len, 0, done); break;
+			case 3: um_op_poison(u, -EAGAIN, d, len, 0, done); break;
+			case 4: um_op_move(u, -EAGAIN, d, k ? R + 48 * P : R + 56 * P, len, 0, done); break;
+			}
+		}
+		/* 1 byte: its whole page; len: all 8 pages (MOVE: same at the source). */
+		uint64_t want = 64 - 1 - 8 - (op == 4 ? 1 + 8 : 0);
+		ok(um_wp_count_range(&u->wp, R, R + 64 * P) == want && !um_wp_test(&u->wp, R + 24 * P) &&
+			   um_wp_test(&u->wp, R + 25 * P) && !um_wp_test(&u->wp, R + 15 * P) &&
+			   um_wp_test(&u->wp, R + 16 * P),
+		   "%s -EAGAIN with 1 byte done applies to its page, with len done to all %d pages",
+		   opname[op], 8);
+		is_u64(u->counters[UM_C_BYTES_COPIED], op == 3 ? 0 : 1 + len,
+		       "%s -EAGAIN: bytes counted as reported", opname[op]);
+		um_state_free(&st);
+	}
+
+	/* Success: the field is not read; the full len applies. */
+	for (int op = 0; op < 5; op++) {
+		struct um_state st;
+		um_state_init(&st, ME);
+		struct um_uffd *u = setup(&st, ME, 0);
+		um_op_writeprotect(u, 0, R, 64 * P, UFFDIO_WRITEPROTECT_MODE_WP, NULL);
+		struct uffd_msg f = pf_msg(R + 10 * P, 0, 60);
+		um_msg(&st, u, &f, 100, NULL);
+		const int64_t garbage = op & 1 ? -EINVAL : 3;
+		switch (op) {
+		case 0: um_op_copy(u, 0, R + 8 * P, len, 0, garbage); break;
+		case 1: um_op_zeropage(u, 0, R + 8 * P, len, 0, garbage); break;
+		case 2: um_op_continue(u, 0, R + 8 * P, len, 0, garbage); break;
+		case 3: um_op_poison(u, 0, R + 8 * P, len, 0, garbage); break;
+		case 4: um_op_move(u, 0, R + 8 * P, R + 48 * P, len, 0, garbage); break;
+		}
+		ok(um_wp_count_range(&u->wp, R + 8 * P, R + 16 * P) == 0 &&
+			   um_wp_count(&u->wp) == 64 - 8 - (op == 4 ? 8 : 0) &&
+			   !pending_has(u, R + 10 * P) && pending_has(u, R + 2 * P) && u->npending == 3,
+		   "%s returning 0 applies the full len whatever the field holds (%lld)", opname[op],
+		   (long long)garbage);
+		is_u64(u->counters[UM_C_BYTES_COPIED], op == 3 ? 0 : len, "%s success: len bytes counted",
+		       opname[op]);
+		um_state_free(&st);
+	}
 }
 
 static void test_fill_ops(void)
@@ -323,16 +493,137 @@ static void test_writeprotect(void)
 		   um_wp_test(&u->wp, R + 9 * P),
 	   "and keeps the rest");
 
-	/* REGISTER without WP over protected pages drops their protection. */
+	/* Re-REGISTER never touches the pages' uffd-wp bits (the kernel does
+	 * not walk the ptes on register), whatever the new modes. */
 	struct um_mapping m = anon_map(R, R + 64 * P);
+	static struct snap s;
+	uint64_t before = um_wp_count(&u->wp);
+	ok(before == 24 && um_wp_count_range(&u->wp, R, R + 32 * P) == 24 &&
+		   um_wp_count_range(&u->wp, R, R + 16 * P) == 13,
+	   "before re-registering: 24 protected pages, 13 of them in pages 0..15");
+	snap_take(&s, u);
 	um_op_register(u, 0, R, 8 * P, M_MISSING | M_WP, IOCS, &m, 1);
-	ok(um_wp_test(&u->wp, R + 9 * P) && um_wp_count_range(&u->wp, R, R + 16 * P) > 0,
-	   "re-REGISTER with WP keeps the protection");
-	uint64_t before = um_wp_count_range(&u->wp, R + 16 * P, R + 64 * P);
+	ok(snap_same(&s, u), "re-REGISTER with the same modes changes nothing");
+	um_op_register(u, 0, R, 16 * P, M_MINOR, IOCS, &m, 1);
+	ok(u->nranges == 2 && u->ranges[0].end == R + 16 * P && u->ranges[0].modes == M_MINOR &&
+		   u->ranges[1].modes == (M_MISSING | M_WP),
+	   "re-REGISTER of pages 0..15 with MINOR: new modes there");
+	ok(um_wp_count(&u->wp) == before && um_wp_test(&u->wp, R + 9 * P),
+	   "re-REGISTER without WP keeps every WP bit");
 	um_op_register(u, 0, R, 16 * P, M_MISSING, IOCS, &m, 1);
-	ok(um_wp_count_range(&u->wp, R, R + 16 * P) == 0 &&
-		   um_wp_count_range(&u->wp, R + 16 * P, R + 64 * P) == before,
-	   "re-REGISTER without WP drops the protection of its range only");
+	ok(u->nranges == 2 && u->ranges[0].modes == M_MISSING && um_wp_count(&u->wp) == before,
+	   "re-REGISTER with MISSING over MINOR: new modes, WP bits still kept");
+	um_op_register(u, 0, R, 48 * P, M_MISSING | M_WP, IOCS, &m, 1);
+	ok(u->nranges == 1 && u->ranges[0].modes == (M_MISSING | M_WP) &&
+		   um_wp_count(&u->wp) == before,
+	   "re-REGISTER with MISSING|WP: one range again, WP bits unchanged");
+	um_state_free(&st);
+}
+
+/* UFFDIO_REGISTER over parts this uffd registered already: a part whose
+ * modes include the requested ones is left alone ("nothing to do" in the
+ * kernel), other parts get the new modes and ioctls. */
+static void test_register_superset(void)
+{
+	struct um_state st;
+	um_state_init(&st, ME);
+	struct um_uffd *u = um_uffd_new(&st, 1, UM_ORIGIN_SYSCALL, 0, ME);
+	um_op_api(u, 0, 0, 0x1ffff, 3);
+	struct um_mapping m = anon_map(R, R + 64 * P);
+	const uint64_t IOC2 = 0x1cULL;
+	um_op_register(u, 0, R, 64 * P, M_MISSING | M_WP, IOCS, &m, 1);
+	um_op_writeprotect(u, 0, R, 16 * P, UFFDIO_WRITEPROTECT_MODE_WP, NULL);
+	static struct snap s;
+
+	static const uint64_t subsets[] = {M_MISSING, M_WP, M_MISSING | M_WP};
+	for (int i = 0; i < 3; i++) {
+		snap_take(&s, u);
+		uint64_t cnt = u->counters[UM_C_IOC_REGISTER];
+		um_op_register(u, 0, R + 8 * P, 16 * P, subsets[i], IOC2, &m, 1);
+		ok(snap_same(&s, u) && u->counters[UM_C_IOC_REGISTER] == cnt + 1,
+		   "REGISTER %s inside a MISSING|WP range: nothing changes (modes, ioctls, WP bits), "
+		   "one call counted",
+		   i == 0 ? "MISSING" : i == 1 ? "WP" : "MISSING|WP");
+	}
+
+	um_op_register(u, 0, R + 8 * P, 16 * P, M_MINOR, IOC2, &m, 1);
+	ok(u->nranges == 3 && u->ranges[0].end == R + 8 * P && u->ranges[1].start == R + 8 * P &&
+		   u->ranges[1].end == R + 24 * P && u->ranges[1].modes == M_MINOR &&
+		   u->ranges[1].ioctls == IOC2 && u->ranges[2].modes == (M_MISSING | M_WP) &&
+		   u->ranges[2].ioctls == IOCS,
+	   "REGISTER MINOR (not included): pages 8..23 get MINOR and the new ioctls, the rest stays");
+	is_u64(um_wp_count(&u->wp), 16, "all 16 WP bits kept");
+
+	/* One call over mixed parts: MISSING|WP, MINOR, MISSING|WP. */
+	um_op_register(u, 0, R, 64 * P, M_MISSING, IOC2, &m, 1);
+	ok(u->nranges == 3 && u->ranges[0].modes == (M_MISSING | M_WP) && u->ranges[0].ioctls == IOCS &&
+		   u->ranges[1].modes == M_MISSING && u->ranges[1].ioctls == IOC2 &&
+		   u->ranges[1].start == R + 8 * P && u->ranges[1].end == R + 24 * P &&
+		   u->ranges[2].modes == (M_MISSING | M_WP) && u->ranges[2].ioctls == IOCS,
+	   "REGISTER MISSING over MISSING|WP, MINOR, MISSING|WP: only the MINOR part changes");
+	is_u64(um_wp_count(&u->wp), 16, "WP bits kept");
+	um_op_register(u, 0, R, 64 * P, M_MISSING | M_WP, IOCS, &m, 1);
+	ok(u->nranges == 1 && u->ranges[0].start == R && u->ranges[0].end == R + 64 * P &&
+		   u->ranges[0].modes == (M_MISSING | M_WP) && u->ranges[0].ioctls == IOCS,
+	   "REGISTER MISSING|WP over all of it: the middle gets MISSING|WP, one range again");
+
+	/* A registration reaching past the registered part. */
+	struct um_mapping big = anon_map(R, R + 96 * P);
+	um_op_register(u, 0, R + 56 * P, 24 * P, M_WP, IOC2, &big, 1);
+	ok(u->nranges == 2 && u->ranges[0].end == R + 64 * P &&
+		   u->ranges[0].modes == (M_MISSING | M_WP) && u->ranges[1].start == R + 64 * P &&
+		   u->ranges[1].end == R + 80 * P && u->ranges[1].modes == M_WP &&
+		   u->ranges[1].ioctls == IOC2,
+	   "REGISTER WP over pages 56..79: the registered part is kept, the new part gets WP");
+
+	/* A failed REGISTER changes nothing, even where modes differ. */
+	snap_take(&s, u);
+	um_op_register(u, -EBUSY, R, 80 * P, M_MINOR, IOC2, &big, 1);
+	ok(snap_same(&s, u), "a refused REGISTER changes nothing");
+	um_state_free(&st);
+
+	/* Shmem: a kept part keeps its file offset; the pieces merge back. */
+	um_state_init(&st, ME);
+	u = um_uffd_new(&st, 1, UM_ORIGIN_SYSCALL, 0, ME);
+	m = shm_map(S, S + 32 * P, 0x100000);
+	um_op_register(u, 0, S, 16 * P, M_MISSING | M_MINOR, IOCS, &m, 1);
+	um_op_register(u, 0, S + 4 * P, 4 * P, M_MINOR, IOC2, &m, 1);
+	ok(u->nranges == 1 && u->ranges[0].start == S && u->ranges[0].end == S + 16 * P &&
+		   u->ranges[0].map.offset == 0x100000 && u->ranges[0].ioctls == IOCS &&
+		   u->ranges[0].modes == (M_MISSING | M_MINOR),
+	   "shmem: REGISTER MINOR inside MISSING|MINOR leaves one range, offset and ioctls unchanged");
+	um_op_register(u, 0, S + 4 * P, 20 * P, M_MINOR, IOC2, &m, 1);
+	ok(u->nranges == 2 && u->ranges[0].end == S + 16 * P && u->ranges[0].map.offset == 0x100000 &&
+		   u->ranges[0].modes == (M_MISSING | M_MINOR) && u->ranges[1].start == S + 16 * P &&
+		   u->ranges[1].end == S + 24 * P && u->ranges[1].modes == M_MINOR &&
+		   u->ranges[1].map.offset == 0x100000 + 16 * P,
+	   "shmem: REGISTER MINOR past the end: the registered part kept, the new part at offset +16 pages");
+	um_state_free(&st);
+
+	/* Another uffd's registration is not "this uffd's": each uffd has its
+	 * own ranges, so registering u2 does not look at u's. */
+	um_state_init(&st, ME);
+	u = um_uffd_new(&st, 1, UM_ORIGIN_SYSCALL, 0, ME);
+	struct um_uffd *u2 = um_uffd_new(&st, 2, UM_ORIGIN_SYSCALL, 0, ME);
+	m = anon_map(R, R + 64 * P);
+	um_op_register(u, 0, R, 64 * P, M_MISSING | M_WP, IOCS, &m, 1);
+	um_op_register(u2, 0, R, 16 * P, M_MISSING, IOC2, &m, 1);
+	ok(u2->nranges == 1 && u2->ranges[0].modes == M_MISSING && u2->ranges[0].ioctls == IOC2 &&
+		   u->nranges == 1 && u->ranges[0].modes == (M_MISSING | M_WP),
+	   "a second uffd registers with its own modes; the first is untouched");
+	um_state_free(&st);
+
+	/* No maps: the same rule over ranges of unknown backing. */
+	um_state_init(&st, ME);
+	u = um_uffd_new(&st, 1, UM_ORIGIN_SYSCALL, 0, ME);
+	um_op_register(u, 0, R, 8 * P, M_MISSING | M_WP, IOCS, NULL, 0);
+	um_op_register(u, 0, R + 16 * P, 8 * P, M_MISSING, IOCS, NULL, 0);
+	um_op_register(u, 0, R, 32 * P, M_WP, IOC2, NULL, 0);
+	ok(u->nranges == 2 && u->ranges[0].start == R && u->ranges[0].end == R + 8 * P &&
+		   u->ranges[0].modes == (M_MISSING | M_WP) && u->ranges[1].start == R + 8 * P &&
+		   u->ranges[1].end == R + 32 * P && u->ranges[1].modes == M_WP &&
+		   u->ranges[1].ioctls == IOC2 && u->ranges[1].map.backing == UM_BACKING_UNKNOWN,
+	   "without maps: the MISSING|WP part kept, the MISSING part and the gap get WP");
 	um_state_free(&st);
 }
 
@@ -764,8 +1055,10 @@ static void test_exec_own_memory(void)
 int main(void)
 {
 	test_failed_calls();
+	test_output_field();
 	test_fill_ops();
 	test_writeprotect();
+	test_register_superset();
 	test_pagefault_msgs();
 	test_fork_msg();
 	test_memory_events();

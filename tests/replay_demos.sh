@@ -99,7 +99,6 @@ free_running() {
 		return
 	fi
 	pid=$(rl_line_pid "$d/run.out" "^$name: pid [0-9]+ ready\$")
-	RL_PIDS+=("$pid")
 	rl_ok 0 "$c: ready under uffd-record run (pid $pid)"
 	sleep 0.3 # where the checkpoint falls: any point will do
 	if ! rl_dump "$pid" "$d/img" "$d/dump.out" "$job"; then

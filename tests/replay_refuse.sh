@@ -50,7 +50,7 @@ checkpoint wp_snapshot mid "$GOOD"
 rl_ok $? "good image: wp_snapshot checkpointed at mid" || rl_done
 INFO=$("$TOOL" info "$GOOD")
 UFFD_FD=$(sed -n 's/^fd=\([0-9]*\) .*/\1/p' <<<"$INFO")
-rl_diag "good image: $INFO"
+rl_note "good image: $INFO"
 
 # The program restored into; its one argument is MARKER.
 PROG=(/bin/sh -c 'echo ran >"$0"')
@@ -99,7 +99,7 @@ make_case() {
 # The program's text under setarch -R (no address randomization).
 TEXT=0x$(setarch "$ARCH" -R /bin/sh -c 'cat /proc/$$/maps' | awk '$2 ~ /x/ {print $1; exit}' |
 	cut -d- -f1)
-rl_diag "sh's text under setarch -R starts at $TEXT"
+rl_note "sh's text under setarch -R starts at $TEXT"
 
 # restore_into CASE DIR MARKER OUT: relaunch sh from DIR the way CASE needs.
 restore_into() {
@@ -183,8 +183,12 @@ tool_says() {
 		echo "ok $RL_N - $c: $what: $expect (status $rc)$todo"
 	else
 		echo "not ok $RL_N - $c: $what: $expect (status $rc)$todo"
-		[ -z "$todo" ] && RL_FAILED=$((RL_FAILED + 1))
-		rl_diag_file "$out"
+		if [ -z "$todo" ]; then
+			RL_FAILED=$((RL_FAILED + 1))
+			rl_diag_file "$out"
+		else
+			sed 's/^/#   /' "$out"
+		fi
 	fi
 }
 

@@ -7,14 +7,16 @@
 # "NAME: pid N hold POINT" when it gets there and waits for SIGUSR1; the test
 # waits for that line (rl_wait_line: it also notices the process ending),
 # inspects or dumps the process, then sends SIGUSR1.  Nothing depends on a
-# fixed delay.  Every process started here runs under timeout(1), and the
-# pids are killed at exit, so a hung step cannot outlive the test.
+# fixed delay.  Every program started here runs under timeout(1), which
+# makes a process group of it and what it starts; at exit, the timeout
+# processes still running (our own children, so their pids cannot have been
+# reused) get SIGTERM, which they pass on to their whole group, so a hung
+# step cannot outlive the test.
 
 RL_B=${UFFDSHIM_BUILD:-}
 RL_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 RL_N=0
 RL_FAILED=0
-RL_PIDS=()
 RL_TIMEOUT=${UFFDSHIM_REPLAY_TIMEOUT:-120} # seconds, per process started
 RL_WAIT=30                                  # seconds, per line waited for
 
@@ -36,8 +38,10 @@ rl_skip() { # COUNT REASON
 		echo "ok $RL_N # SKIP $2"
 	done
 }
-# Diagnostics go to stderr, which prove shows.
+# Diagnostics (why a test failed) go to stderr, which prove shows; notes go
+# to stdout (prove -v).
 rl_diag() { printf '# %s\n' "$*" >&2; }
+rl_note() { printf '# %s\n' "$*"; }
 rl_diag_file() { # FILE: its lines as diagnostics
 	[ -s "$1" ] && sed 's/^/#   /' "$1" >&2
 	return 0
@@ -55,9 +59,10 @@ rl_done() {
 # ---- setup ----
 rl_cleanup() {
 	local p
-	for p in "${RL_PIDS[@]}"; do
-		kill -KILL "$p" 2>/dev/null
+	for p in $(jobs -p); do
+		kill -TERM "$p" 2>/dev/null
 	done
+	wait 2>/dev/null
 	if [ -n "${UFFDSHIM_KEEP:-}" ]; then
 		echo "# work files kept in $RL_W"
 	else
@@ -127,7 +132,6 @@ rl_run() {
 	timeout -k 5 "$RL_TIMEOUT" "$RL_B/uffd-record" run -- "$RL_B/demo/$name" "$@" \
 		>"$out" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
 	RL_JOB=$!
-	RL_PIDS+=("$RL_JOB")
 }
 
 # rl_relaunch OUT DIR NAME ARGS...: start demo NAME under uffd-replay -D DIR
@@ -138,7 +142,6 @@ rl_relaunch() {
 	timeout -k 5 "$RL_TIMEOUT" "$RL_B/uffd-replay" -D "$dir" -- "$RL_B/demo/$name" "$@" \
 		>"$out" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
 	RL_JOB=$!
-	RL_PIDS+=("$RL_JOB")
 }
 
 # rl_held OUT NAME POINT JOB: wait until demo NAME says it holds at POINT;
@@ -147,7 +150,7 @@ rl_held() {
 	RL_PID=
 	rl_wait_line "$1" "^$2: pid [0-9]+ hold $3\$" "$4" || return 1
 	RL_PID=$(rl_line_pid "$1" "^$2: pid [0-9]+ hold $3\$")
-	[ -n "$RL_PID" ] && RL_PIDS+=("$RL_PID")
+	[ -n "$RL_PID" ]
 }
 
 # rl_dump PID DIR OUT JOB: dump --kill --with-memory, then wait until the
