@@ -41,6 +41,16 @@ static int hook_dump_ext_file(int fd, int id)
 	return ucr_dump_ext_file(fd, id);
 }
 
+static int hook_dump_unix_sk(int fd, int ino)
+{
+	return ucr_dump_unix_sk(fd, ino);
+}
+
+static int hook_restore_unix_sk(int ino)
+{
+	return ucr_restore_unix_sk(ino);
+}
+
 static int hook_restore_ext_file(int id)
 {
 	return ucr_restore_ext_file(id);
@@ -58,6 +68,8 @@ __attribute__((visibility("default"))) struct ucr_plugin_desc UCR_DESC_SYMBOL = 
 	.version = UCR_ABI_PLUGIN_VERSION,
 	.max_hooks = UCR_HOOK_COUNT,
 	.hooks = {
+		[UCR_HOOK_DUMP_UNIX_SK] = (void *)hook_dump_unix_sk,
+		[UCR_HOOK_RESTORE_UNIX_SK] = (void *)hook_restore_unix_sk,
 		[UCR_HOOK_DUMP_EXT_FILE] = (void *)hook_dump_ext_file,
 		[UCR_HOOK_RESTORE_EXT_FILE] = (void *)hook_restore_ext_file,
 		[UCR_HOOK_RESUME_DEVICES_LATE] = (void *)hook_resume_devices_late,

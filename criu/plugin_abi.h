@@ -30,8 +30,9 @@
 
 /* Hook ids (index into the descriptor's hook table) and their signatures. */
 enum ucr_hook {
-	UCR_HOOK_DUMP_UNIX_SK = 0,       /* int (int fd, int id) */
-	UCR_HOOK_RESTORE_UNIX_SK = 1,    /* int (int id) */
+	UCR_HOOK_DUMP_UNIX_SK = 0,       /* int (int fd, int ino): a unix socket whose
+					  * peer is outside the dump; 0 claims it */
+	UCR_HOOK_RESTORE_UNIX_SK = 1,    /* int (int ino): in the task, returns a socket */
 	UCR_HOOK_DUMP_EXT_FILE = 2,      /* int (int fd, int id): fd is criu's copy */
 	UCR_HOOK_RESTORE_EXT_FILE = 3,   /* int (int id): returns a new fd */
 	UCR_HOOK_DUMP_EXT_MOUNT = 4,

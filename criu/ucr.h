@@ -7,7 +7,9 @@
  *   pagemap.c    runs of pages with a pagemap bit set
  *   tasks.c      the dumped tasks: quiesced shim connections, uffd fds
  *   dump.c       PAUSE_DEVICES, CHECKPOINT_DEVICES, DUMP_EXT_FILE
+ *   frozen.c     the checks once every task is frozen (may refuse the dump)
  *   unshimmed.c  the kernel's view of a uffd of a process without the shim
+ *   ctlsock.c    other tools' connections to a shim (DUMP/RESTORE_UNIX_SK)
  *   restore.c    RESTORE_EXT_FILE, RESUME_DEVICES_LATE
  *   inject.c     system calls run inside a stopped, traced task (cross-mm)
  *
@@ -176,11 +178,20 @@ int ucr_task_quiesce(struct ucr_task *t, char *err, size_t errlen);
 void ucr_task_release(struct ucr_task *t);
 void ucr_tasks_free(void);
 
+/* ---- frozen.c ---- */
+/* Every task is frozen: release the connections, scan, check.  0 or -1
+ * (the reasons are in the log). */
+int ucr_frozen_checks(void);
+
 /* ---- dump.c ---- */
 int ucr_pause_devices(int pid);
 int ucr_checkpoint_devices(int pid);
 int ucr_dump_ext_file(int fd, int id);
 void ucr_dump_fini(int ret);
+
+/* ---- ctlsock.c: other tools' connections to a shim ---- */
+int ucr_dump_unix_sk(int fd, int ino);
+int ucr_restore_unix_sk(int ino);
 
 /* ---- unshimmed.c ---- */
 /* Build, in the fallback model of the memory's owner, the kernel's view of

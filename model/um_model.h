@@ -225,6 +225,11 @@ void um_msg(struct um_state *st, struct um_uffd *u, const void *msg, uint64_t t_
 void um_mem_unmap(struct um_state *st, pid_t mm, uint64_t start, uint64_t len);
 void um_mem_remap(struct um_state *st, pid_t mm, uint64_t old, uint64_t old_len,
 		  uint64_t new, uint64_t new_len);
+/* mremap(MREMAP_DONTUNMAP): the pages moved to new; the old VMA stays,
+ * empty and still registered; the new VMA is registered (and the moved
+ * pages keep their uffd-wp bits) only with UFFD_FEATURE_EVENT_REMAP. */
+void um_mem_remap_dontunmap(struct um_state *st, pid_t mm, uint64_t old, uint64_t len,
+			    uint64_t new);
 void um_mem_dontneed(struct um_state *st, pid_t mm, uint64_t start, uint64_t len);
 /* After fork, in the child: its uffd fds still serve the parent's memory. */
 void um_after_fork_child(struct um_state *st, pid_t child);

@@ -339,6 +339,49 @@ void um_mem_remap(struct um_state *st, pid_t mm, uint64_t old, uint64_t old_len,
 	}
 }
 
+void um_mem_remap_dontunmap(struct um_state *st, pid_t mm, uint64_t old, uint64_t len,
+			    uint64_t new)
+{
+	len = page_end(len);
+	for (uint32_t i = 0; i < st->nuffds; i++) {
+		struct um_uffd *u = st->uffds[i];
+		if (u->mm_pid != mm)
+			continue;
+		if (u->features_requested & UFFD_FEATURE_EVENT_REMAP) {
+			/* The new VMA is a copy of the old one's flags: collect the
+			 * registered pieces first (um_register moves the array). */
+			size_t size = (size_t)u->nranges * sizeof(struct um_range);
+			struct um_range *moved = size ? um_zalloc(size) : NULL;
+			uint32_t n = 0;
+			for (uint32_t k = 0; moved && k < u->nranges; k++) {
+				struct um_range r = u->ranges[k];
+				if (r.end <= old || r.start >= old + len)
+					continue;
+				if (r.start < old) {
+					if (r.map.backing != UM_BACKING_ANON)
+						r.map.offset += old - r.start;
+					r.start = old;
+				}
+				if (r.end > old + len)
+					r.end = old + len;
+				moved[n++] = r;
+			}
+			for (uint32_t k = 0; k < n; k++) {
+				struct um_mapping m = moved[k].map;
+				m.start = new + (moved[k].start - old);
+				m.end = m.start + (moved[k].end - moved[k].start);
+				um_register(u, m.start, m.end, moved[k].modes, moved[k].ioctls, &m, 1);
+			}
+			um_free(moved, size);
+			um_wp_move(&u->wp, old, new, len); /* the old place keeps none */
+		} else {
+			um_wp_set(&u->wp, old, old + len, false);
+		}
+		pending_resolve(u, old, old + len);
+		touch(u, 0);
+	}
+}
+
 void um_mem_dontneed(struct um_state *st, pid_t mm, uint64_t start, uint64_t len)
 {
 	uint64_t end = page_end(start + len);
@@ -405,6 +448,9 @@ void um_msg(struct um_state *st, struct um_uffd *u, const void *msgp, uint64_t t
 		c->nfds = 0;
 		c->npending = 0;
 		memset(c->counters, 0, sizeof(c->counters));
+		/* The kernel opens the new fd with the original's creation flags
+		 * (ctx->flags), not with what F_SETFL made of the original since. */
+		c->file_flags = u->create_flags & O_NONBLOCK;
 		um_fd_add(c, (int)msg->arg.fork.ufd, (u->create_flags & O_CLOEXEC) != 0);
 		if (forked)
 			*forked = c;

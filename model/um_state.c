@@ -210,6 +210,10 @@ void um_exec(struct um_state *st)
 			u->nranges = 0;
 			um_wp_free(&u->wp);
 			u->npending = 0;
+			/* It still serves the old image's mm, which is gone (the
+			 * kernel refuses any further REGISTER: ENOMEM), not the
+			 * new image's memory. */
+			u->mm_pid = 0;
 		}
 		u->origin = UM_ORIGIN_EXEC;
 		i++;

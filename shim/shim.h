@@ -124,6 +124,17 @@ struct shim_global {
 	int own_ranges;          /* some uffd registered memory of this process */
 	int pagemap_fd;          /* /proc/self/pagemap, internal */
 	char lib_path[512];      /* absolute path of this library */
+	/* Children whose FORK event was not in the model yet when fork()
+	 * returned (the kernel lets fork() go while the reader is still inside
+	 * read()): the clone shim_note_msgs makes from that parent uffd gets
+	 * this pid.  Under the model lock. */
+	struct { pid_t child; uint32_t parent_id; } fork_wait[16];
+	uint32_t nfork_wait;
+	/* Inodes of uffds on this process's memory that were sent to another
+	 * process (SCM_RIGHTS): it may change their state behind our back
+	 * (COPY with MODE_WP, WRITEPROTECT...).  Under the model lock. */
+	uint64_t shared_inos[32];
+	uint32_t nshared;
 };
 extern struct shim_global G SHIM_HIDDEN;
 
@@ -145,6 +156,12 @@ long shim_devuffd_ioctl(int fd, unsigned long req, void *arg) SHIM_HIDDEN;
 void shim_note_open(int fd, const char *path) SHIM_HIDDEN;
 /* Record the messages a read() returned. */
 void shim_note_msgs(int fd, const void *buf, ssize_t n) SHIM_HIDDEN;
+
+/* ---- shim_wrap_scm.c: uffds shared with another process ---- */
+/* Before a snapshot: take the WP bits of shared uffds from pagemap. Locked. */
+void shim_shared_refresh_locked(void) SHIM_HIDDEN;
+/* WP bits of [start, start+len) read back from pagemap into u (shim_uffd.c). */
+void shim_wp_readback(struct um_uffd *u, uint64_t start, uint64_t len) SHIM_HIDDEN;
 
 /* ---- shim_maps.c ---- */
 /* Mappings of this process overlapping [start, end), from /proc/self/maps. */

@@ -144,6 +144,7 @@ static void serve(int fd)
 			}
 			if (!quiesced)
 				shim_lock();
+			shim_shared_refresh_locked();
 			ok = send_state(fd, h.op, &G.model, ino);
 			if (!quiesced)
 				shim_unlock();
@@ -159,6 +160,7 @@ static void serve(int fd)
 				break;
 			}
 			quiesced = true;
+			shim_shared_refresh_locked();
 			ok = send_state(fd, h.op, &G.model, 0);
 			break;
 		case UCTL_RESUME:

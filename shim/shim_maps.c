@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 
@@ -90,6 +92,51 @@ static bool parse_line(const char *p, struct um_mapping *m)
 	return true;
 }
 
+/* The devices of the kernel's internal hugetlbfs mounts (MFD_HUGETLB and
+ * MAP_HUGETLB memory) and their page sizes: a hugetlb memfd mapping is named
+ * "/memfd:NAME (deleted)" like a shmem one; only its device tells them
+ * apart.  Probed once, on the first REGISTER. */
+static struct { uint64_t dev; uint32_t pagesize; } huge_devs[3];
+static int nhuge_devs = -1;
+
+static void huge_devs_probe(void)
+{
+	static const unsigned shifts[] = {0, 21, 30}; /* default, 2 MiB, 1 GiB */
+	int n = 0;
+	for (int i = 0; i < 3; i++) {
+		int fd = (int)RAW2(SYS_memfd_create, "uffdshim-probe",
+				   MFD_CLOEXEC | MFD_HUGETLB | (shifts[i] << MAP_HUGE_SHIFT));
+		if (fd < 0)
+			continue;
+		struct stat st;
+		struct statfs sf;
+		if (RAW2(SYS_fstat, fd, &st) == 0 && RAW2(SYS_fstatfs, fd, &sf) == 0) {
+			bool dup = false;
+			for (int k = 0; k < n; k++)
+				dup |= huge_devs[k].dev == st.st_dev;
+			if (!dup) {
+				huge_devs[n].dev = st.st_dev;
+				huge_devs[n++].pagesize = (uint32_t)sf.f_bsize;
+			}
+		}
+		RAW1(SYS_close, fd);
+	}
+	__atomic_store_n(&nhuge_devs, n, __ATOMIC_RELEASE);
+}
+
+static void hugetlb_by_dev(struct um_mapping *m)
+{
+	if (m->backing == UM_BACKING_HUGETLB || m->backing == UM_BACKING_ANON)
+		return;
+	if (__atomic_load_n(&nhuge_devs, __ATOMIC_ACQUIRE) < 0)
+		huge_devs_probe();
+	for (int k = 0; k < nhuge_devs; k++)
+		if (huge_devs[k].dev == m->dev) {
+			m->backing = UM_BACKING_HUGETLB;
+			m->pagesize = huge_devs[k].pagesize;
+		}
+}
+
 size_t shim_maps_read(uint64_t start, uint64_t end, struct um_mapping *out, size_t cap)
 {
 	int fd = (int)RAW4(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
@@ -111,8 +158,10 @@ size_t shim_maps_read(uint64_t start, uint64_t end, struct um_mapping *out, size
 			if (nl)
 				*nl = 0;
 			struct um_mapping m;
-			if (parse_line(line, &m) && m.end > start && m.start < end && n < cap)
+			if (parse_line(line, &m) && m.end > start && m.start < end && n < cap) {
+				hugetlb_by_dev(&m);
 				out[n++] = m;
+			}
 			if (!nl)
 				break;
 			line = nl + 1;

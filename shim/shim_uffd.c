@@ -95,7 +95,7 @@ static bool modelled(unsigned long req)
 
 /* Page bits of [start, start+len) read back from the kernel into the model,
  * in pieces that fit on the stack. */
-static void wp_readback(struct um_uffd *u, uint64_t start, uint64_t len)
+void shim_wp_readback(struct um_uffd *u, uint64_t start, uint64_t len)
 {
 	uint8_t wp[4096];
 	uint64_t npages = len >> UM_PAGE_SHIFT;
@@ -172,7 +172,7 @@ static void wp_readback_others(struct um_uffd *u, uint64_t s, uint64_t e)
 			uint64_t a = v->ranges[k].start > s ? v->ranges[k].start : s;
 			uint64_t b = v->ranges[k].end < e ? v->ranges[k].end : e;
 			if (a < b && (v->ranges[k].modes & UFFDIO_REGISTER_MODE_WP))
-				wp_readback(v, a, b - a);
+				shim_wp_readback(v, a, b - a);
 		}
 	}
 }
@@ -272,7 +272,7 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 				uint64_t ps = s & ~(UM_PAGE_SIZE - 1);
 				uint64_t pl = (l + UM_PAGE_SIZE - 1) & ~(UM_PAGE_SIZE - 1);
 				if ((ret == 0 && (a.wp.mode & UFFDIO_WRITEPROTECT_MODE_WP)) || partial)
-					wp_readback(u, ps, pl);
+					shim_wp_readback(u, ps, pl);
 				if (ret == 0 || partial) {
 					wp_clip_to_own(u, ps, ps + pl);
 					wp_readback_others(u, ps, ps + pl);
@@ -345,6 +345,16 @@ void shim_note_msgs(int fd, const void *buf, ssize_t n)
 					forked->ino = fd_ino(nfd);
 					shim_fd_set(nfd, FD_UFFD);
 					nnew++;
+					/* fork() may have returned before this read did. */
+					for (uint32_t k = 0; k < G.nfork_wait; k++) {
+						if (G.fork_wait[k].parent_id != (uint32_t)forked->parent_id)
+							continue;
+						forked->mm_pid = G.fork_wait[k].child;
+						memmove(&G.fork_wait[k], &G.fork_wait[k + 1],
+							(G.nfork_wait - k - 1) * sizeof(G.fork_wait[0]));
+						G.nfork_wait--;
+						break;
+					}
 				}
 				if (!u)
 					break;

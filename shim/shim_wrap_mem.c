@@ -62,7 +62,10 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			/* MREMAP_FIXED replaces whatever was at the target. */
 			if (r != old)
 				um_mem_unmap(&G.model, G.pid, (uint64_t)r, new_len);
-			if (!(flags & MREMAP_DONTUNMAP))
+			if (flags & MREMAP_DONTUNMAP)
+				um_mem_remap_dontunmap(&G.model, G.pid, (uint64_t)old, old_len,
+						       (uint64_t)r);
+			else
 				um_mem_remap(&G.model, G.pid, (uint64_t)old, old_len,
 					     (uint64_t)r, new_len);
 			shim_update_own_ranges();

@@ -14,6 +14,7 @@
 #include "shim.h"
 #include "shim_raw.h"
 #include "trace_format.h"
+#include "uffd_compat.h"
 
 #define ENSURE_INIT()                  \
 	do {                           \
@@ -27,15 +28,32 @@ static void fork_done(pid_t child)
 {
 	if (!shim_model_enter())
 		return;
+	/* One FORK event per uffd of ours with EVENT_FORK and registrations.
+	 * The kernel lets fork() return once the event is taken, which can be
+	 * before the reader's read() has returned and recorded it: then leave
+	 * the pid for shim_note_msgs. */
 	for (uint32_t i = 0; i < G.model.nuffds; i++) {
-		struct um_uffd *u = G.model.uffds[i];
-		if (u->origin != UM_ORIGIN_FORK_EVENT || u->mm_pid != 0)
+		struct um_uffd *p = G.model.uffds[i];
+		if (p->mm_pid != G.pid || !(p->features_requested & UFFD_FEATURE_EVENT_FORK) ||
+		    !p->nranges)
 			continue;
-		struct um_uffd *p = um_uffd_by_id(&G.model, (uint32_t)u->parent_id);
-		if (p && p->mm_pid == G.pid) {
-			u->mm_pid = child;
-			break;
+		struct um_uffd *c = NULL;
+		for (uint32_t k = 0; k < G.model.nuffds && !c; k++) {
+			struct um_uffd *u = G.model.uffds[k];
+			if (u->origin == UM_ORIGIN_FORK_EVENT && u->mm_pid == 0 &&
+			    u->parent_id == (int32_t)p->id)
+				c = u;
 		}
+		if (c) {
+			c->mm_pid = child;
+			continue;
+		}
+		if (G.nfork_wait == 16) { /* its events went to another process */
+			memmove(&G.fork_wait[0], &G.fork_wait[1], 15 * sizeof(G.fork_wait[0]));
+			G.nfork_wait--;
+		}
+		G.fork_wait[G.nfork_wait].child = child;
+		G.fork_wait[G.nfork_wait++].parent_id = p->id;
 	}
 	shim_unlock();
 }

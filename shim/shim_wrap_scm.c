@@ -84,7 +84,7 @@ ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
 {
 	ENSURE_INIT();
 	ssize_t r = real.sendmsg(sock, msg, flags);
-	if (r < 0 || !msg || !msg->msg_controllen || !shim_tracing)
+	if (r < 0 || !msg || !msg->msg_controllen)
 		return r;
 	int err = errno;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
@@ -92,9 +92,22 @@ ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
 			continue;
 		int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
 		int *fds = (int *)CMSG_DATA(c);
-		for (int i = 0; i < n; i++)
-			if (shim_fd_kind(fds[i]) == FD_UFFD)
+		for (int i = 0; i < n; i++) {
+			if (shim_fd_kind(fds[i]) != FD_UFFD)
+				continue;
+			/* The receiver can change this uffd's state on our memory. */
+			if (shim_model_enter()) {
+				struct um_uffd *u = um_uffd_by_fd(&G.model, fds[i]);
+				bool known = false;
+				for (uint32_t k = 0; u && k < G.nshared; k++)
+					known |= G.shared_inos[k] == u->ino;
+				if (u && u->mm_pid == G.pid && !known && G.nshared < 32)
+					G.shared_inos[G.nshared++] = u->ino;
+				shim_unlock();
+			}
+			if (shim_tracing)
 				shim_trace(UT_SEND, fds[i], 0, 0, (uint64_t)peer_pid(sock), 0, 0, 0, 0);
+		}
 	}
 	errno = err;
 	return r;
@@ -157,4 +170,18 @@ ssize_t recvmsg(int sock, struct msghdr *msg, int flags)
 	}
 	errno = err;
 	return r;
+}
+
+void shim_shared_refresh_locked(void)
+{
+	for (uint32_t i = 0; i < G.model.nuffds; i++) {
+		struct um_uffd *u = G.model.uffds[i];
+		bool shared = false;
+		for (uint32_t k = 0; k < G.nshared; k++)
+			shared |= G.shared_inos[k] == u->ino;
+		if (!shared || u->mm_pid != G.pid)
+			continue;
+		for (uint32_t k = 0; k < u->nranges; k++)
+			shim_wp_readback(u, u->ranges[k].start, u->ranges[k].end - u->ranges[k].start);
+	}
 }

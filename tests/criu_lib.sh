@@ -47,16 +47,22 @@ cl_setup() {
 	if [ -z "$CL_B" ]; then
 		CL_B=$(cd "$(dirname "${BASH_SOURCE[0]}")/../build" 2>/dev/null && pwd) || true
 	fi
-	[ -n "$CL_B" ] && [ -x "$CL_B/uffd-record" ] || cl_skip_all "no build (set UFFDSHIM_BUILD)"
+	if [ -z "$CL_B" ] || [ ! -x "$CL_B/uffd-record" ]; then
+		cl_skip_all "no build (set UFFDSHIM_BUILD)"
+	fi
 	CL_PLUGIN_DIR=$CL_B/criu
 	[ -f "$CL_PLUGIN_DIR/uffdshim_criu.so" ] ||
 		cl_skip_all "$CL_PLUGIN_DIR/uffdshim_criu.so is not built"
-	local others
-	others=$(cd "$CL_PLUGIN_DIR" && ls -- *.so 2>/dev/null | grep -vx uffdshim_criu.so)
+	local others='' f
+	for f in "$CL_PLUGIN_DIR"/*.so; do
+		[ "${f##*/}" = uffdshim_criu.so ] || others="$others ${f##*/}"
+	done
 	[ -z "$others" ] || cl_skip_all "$CL_PLUGIN_DIR holds other .so files ($others): CRIU would load them as plugins"
 	[ "$(id -u)" = 0 ] || cl_skip_all "CRIU needs root"
 	CL_CRIU=${CRIU:-$(command -v criu 2>/dev/null)}
-	[ -n "$CL_CRIU" ] && [ -x "$CL_CRIU" ] || cl_skip_all "no CRIU (set CRIU= or put criu on PATH)"
+	if [ -z "$CL_CRIU" ] || [ ! -x "$CL_CRIU" ]; then
+		cl_skip_all "no CRIU (set CRIU= or put criu on PATH)"
+	fi
 	local out
 	if ! out=$("$CL_CRIU" check 2>&1); then
 		out=$(grep -m1 -i error <<<"$out" || tail -n1 <<<"$out")
@@ -120,10 +126,18 @@ cl_ready_pid() { sed -n 's/.*: pid \([0-9][0-9]*\) ready.*/\1/p' "$1" | head -n1
 cl_descendants() {
 	local p=$1 c
 	echo "$p"
+	# shellcheck disable=SC2013 # the files hold space-separated pids
 	for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do cl_descendants "$c"; done
 }
 
-cl_dumped_pids() { ls "$1" 2>/dev/null | sed -n 's/^ids-\([0-9][0-9]*\)\.img$/\1/p' | sort -n; }
+cl_dumped_pids() {
+	local f
+	for f in "$1"/ids-*.img; do
+		[ -e "$f" ] || continue
+		f=${f##*/ids-}
+		echo "${f%.img}"
+	done | sort -n
+}
 
 cl_wait_gone() {
 	local secs=$1 p i

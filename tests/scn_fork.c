@@ -216,13 +216,18 @@ static int fill(int uffd, void *dst, char c)
  * FORK event brings; it fills faults with 'P' (parent) or 'C' (child). ---- */
 static struct {
 	int u;
-	volatile int fu, stop, forks, faults_u, faults_f, k_nonblock;
+	volatile int fu, stop, forks, faults_u, faults_f, filled, k_nonblock;
 } h = {.fu = -1};
 static char js_fork[1 << 18]; /* status --json taken when the FORK event was read */
 
 static void *h_main(void *arg)
 {
 	(void)arg;
+	/* Lowest priority on the shared CPU: once the kernel hands the FORK
+	 * event over, the forking thread runs before this one is back from
+	 * read() (the window the shim must cope with). */
+	struct sched_param sp = {0};
+	pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
 	while (!h.stop) {
 		struct pollfd p[2] = {{.fd = h.u, .events = POLLIN}, {.fd = h.fu, .events = POLLIN}};
 		if (poll(p, h.fu >= 0 ? 2 : 1, 50) <= 0)
@@ -248,10 +253,20 @@ static void *h_main(void *arg)
 					h.faults_u++;
 				fill(p[i].fd, (void *)(m.arg.pagefault.address & ~(PG - 1)),
 				     i ? 'C' : 'P');
+				h.filled++;
 			}
 		}
 	}
 	return NULL;
+}
+
+/* Until the handler is back from every COPY it started (the faulting
+ * thread goes on as soon as the kernel has the page, before the ioctl
+ * returns and the shim records it). */
+static void h_settle(void)
+{
+	for (int i = 0; i < 2000 && h.filled != h.faults_u + h.faults_f; i++)
+		usleep(1000);
 }
 
 /* ---- child side: TAP lines of its own, counts handed back ---- */
@@ -371,8 +386,8 @@ int main(int argc, char **argv)
 		fill(uf, r + i * PG, 'P');
 	h.u = uf;
 	/* One CPU for this thread and the handler: the kernel wakes fork()
-	 * while the handler is still inside read(), and this thread then
-	 * usually runs first (fork returns before the handler's read does). */
+	 * while the handler is still inside read(), and this thread then runs
+	 * first (fork returns before the handler's read does). */
 	cpu_set_t one;
 	CPU_ZERO(&one);
 	CPU_SET(sched_getcpu() >= 0 ? sched_getcpu() : 0, &one);
@@ -389,6 +404,7 @@ int main(int argc, char **argv)
 		child_report_and_wait(&sy);
 	}
 	parent_take_child_counts(&sy);
+	h_settle();
 	is_int(h.forks, 1, "EVENT_FORK parent: the handler read 1 FORK event");
 	is_int(h.faults_f, 8, "EVENT_FORK parent: 8 child faults served on the new uffd");
 	is_int(h.faults_u, 0, "EVENT_FORK parent: none on the original");
@@ -425,6 +441,7 @@ int main(int argc, char **argv)
 
 	/* The parent's own missing pages still fault to the original uffd. */
 	ok(r[10 * PG] == 'P', "EVENT_FORK parent: its own page 10 was filled by the handler");
+	h_settle();
 	is_int(h.faults_u, 1, "EVENT_FORK parent: 1 fault on the original");
 	VERIFY("EVENT_FORK parent, own fault");
 	h.stop = 1;

@@ -261,6 +261,10 @@ static void *ev_main(void *arg)
 
 static void remap_event(int before, void *from, void *to, size_t len, const char *label)
 {
+	/* mremap() returns once the kernel handed the event over, which may be
+	 * before the reader's read() has returned. */
+	for (int i = 0; i < 2000 && ev.remaps == before; i++)
+		usleep(1000);
 	ok(ev.remaps == before + 1 && ev.last.arg.remap.from == (uint64_t)from &&
 	   ev.last.arg.remap.to == (uint64_t)to && ev.last.arg.remap.len == len,
 	   "%s: one REMAP event (from, to, len)", label);

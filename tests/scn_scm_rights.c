@@ -5,11 +5,13 @@
  * over a unix socketpair with SCM_RIGHTS.  The handler's model must show the
  * uffd as received, serving the sender's memory (mm pid = the sender), with
  * the sender's API state, registrations and WP pages imported; it serves the
- * sender's faults with UFFDIO_COPY.  The sender checks the contents and the
- * fault count; it then closes its own fd while the handler still holds the
- * uffd (its memory stays registered in the kernel), and finally lets the
- * handler go.  Both sides verify their model after every step; the TAP
- * stream passes between them with the test counts. */
+ * sender's faults with UFFDIO_COPY, some with MODE_WP: the sender's model
+ * must then show those WP pages too (its uffd's state changed in another
+ * process).  The sender closes its own fd while the handler still holds the
+ * uffd (the memory stays registered: the handler's model has it), and
+ * finally lets the handler go (then nothing is registered).  Both sides
+ * verify after every step; the TAP stream passes between them with the
+ * test counts. */
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -346,9 +348,16 @@ int main(int argc, char **argv)
 	/* The sender lets go of its fd: the uffd lives on in the handler, and
 	 * so do the registrations of the sender's memory. */
 	close(uffd);
-	if (js_load("sender closed") == 0)
-		is_int(shim_json_count(js, "\"modes\":"), 2,
-		       "sender: its model still has its memory's 2 registered ranges");
+	char hp[24];
+	snprintf(hp, sizeof(hp), "%d", (int)pid);
+	struct juffd hu;
+	if (shim_record_run((char *[]){"status", hp, "--json", NULL}, js, sizeof(js)) == 0 &&
+	    ju_nth(0, &hu))
+		ok(hu.mm_pid == getpid() && hu.nranges == 2 && hu.wp_pages == 8,
+		   "sender: the handler's model has the uffd on the sender's memory: 2 ranges, "
+		   "8 WP pages");
+	else
+		fail("sender: status of the handler lists its uffd");
 	VERIFY("sender: own fd closed, the handler holds the uffd");
 
 	/* Stop the handler; it reports its fault count and the test counts. */
