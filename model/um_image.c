@@ -4,21 +4,48 @@
 
 #include "um_image.h"
 
+/* CRC-32 (IEEE 802.3, reflected, as zlib), 16 bytes per step ("slice by
+ * 16"): the same values as the byte-wise form, several times faster. */
+static uint32_t crc_tab[16][256];
+static int crc_ready; /* set (release) once crc_tab is complete */
+
+static void crc_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
+		crc_tab[0][i] = c;
+	}
+	for (uint32_t i = 0; i < 256; i++)
+		for (int j = 1; j < 16; j++)
+			crc_tab[j][i] = (crc_tab[j - 1][i] >> 8) ^ crc_tab[0][crc_tab[j - 1][i] & 0xff];
+	__atomic_store_n(&crc_ready, 1, __ATOMIC_RELEASE);
+}
+
 uint32_t umi_crc32(uint32_t crc, const void *buf, size_t len)
 {
-	static uint32_t table[256];
-	if (!table[1]) {
-		for (uint32_t i = 0; i < 256; i++) {
-			uint32_t c = i;
-			for (int k = 0; k < 8; k++)
-				c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-			table[i] = c;
-		}
-	}
+	if (!__atomic_load_n(&crc_ready, __ATOMIC_ACQUIRE))
+		crc_init(); /* threads racing here write the same values */
 	const uint8_t *p = buf;
 	crc = ~crc;
+	for (; len && ((uintptr_t)p & 7); len--)
+		crc = crc_tab[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	for (; len >= 16; len -= 16, p += 16) {
+		uint32_t w[4];
+		memcpy(w, p, 16);
+		w[0] ^= crc; /* little endian (x86_64 only, as the image says) */
+		crc = crc_tab[15][w[0] & 0xff] ^ crc_tab[14][(w[0] >> 8) & 0xff] ^
+		      crc_tab[13][(w[0] >> 16) & 0xff] ^ crc_tab[12][w[0] >> 24] ^
+		      crc_tab[11][w[1] & 0xff] ^ crc_tab[10][(w[1] >> 8) & 0xff] ^
+		      crc_tab[9][(w[1] >> 16) & 0xff] ^ crc_tab[8][w[1] >> 24] ^
+		      crc_tab[7][w[2] & 0xff] ^ crc_tab[6][(w[2] >> 8) & 0xff] ^
+		      crc_tab[5][(w[2] >> 16) & 0xff] ^ crc_tab[4][w[2] >> 24] ^
+		      crc_tab[3][w[3] & 0xff] ^ crc_tab[2][(w[3] >> 8) & 0xff] ^
+		      crc_tab[1][(w[3] >> 16) & 0xff] ^ crc_tab[0][w[3] >> 24];
+	}
 	while (len--)
-		crc = table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+		crc = crc_tab[0][(crc ^ *p++) & 0xff] ^ (crc >> 8);
 	return ~crc;
 }
 

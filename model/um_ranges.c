@@ -48,29 +48,57 @@ static bool mergeable(const struct um_range *a, const struct um_range *b)
 	return true;
 }
 
-static void ranges_merge(struct um_uffd *u)
+/* Merge mergeable neighbours among ranges lo..hi and the ones next to them
+ * (the rest are merged already). */
+static void ranges_merge_span(struct um_uffd *u, uint32_t lo, uint32_t hi)
 {
-	uint32_t w = 0;
-	for (uint32_t i = 0; i < u->nranges; i++) {
-		if (w > 0 && mergeable(&u->ranges[w - 1], &u->ranges[i])) {
-			u->ranges[w - 1].end = u->ranges[i].end;
-			u->ranges[w - 1].map.end = u->ranges[i].end;
+	if (u->nranges < 2)
+		return;
+	if (lo > 0)
+		lo--;
+	if (hi + 1 < u->nranges)
+		hi++;
+	else
+		hi = u->nranges - 1;
+	uint32_t w = lo;
+	for (uint32_t i = lo + 1; i <= hi; i++) {
+		if (mergeable(&u->ranges[w], &u->ranges[i])) {
+			u->ranges[w].end = u->ranges[i].end;
+			u->ranges[w].map.end = u->ranges[i].end;
 			continue;
 		}
-		if (w != i)
+		if (++w != i)
 			u->ranges[w] = u->ranges[i];
-		w++;
 	}
-	u->nranges = w;
+	uint32_t gone = hi - w;
+	if (gone) {
+		memmove(&u->ranges[w + 1], &u->ranges[hi + 1],
+			(u->nranges - hi - 1) * sizeof(*u->ranges));
+		u->nranges -= gone;
+	}
+}
+
+/* Index of the first range that ends after addr. */
+static uint32_t first_ending_after(const struct um_uffd *u, uint64_t addr)
+{
+	uint32_t lo = 0, hi = u->nranges;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		if (u->ranges[mid].end <= addr)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
 }
 
 /* Cut [start, end) out of the ranges (splitting one that straddles). */
 static int ranges_cut(struct um_uffd *u, uint64_t start, uint64_t end)
 {
-	for (uint32_t i = 0; i < u->nranges; i++) {
+	for (uint32_t i = first_ending_after(u, start); i < u->nranges; i++) {
 		struct um_range *r = &u->ranges[i];
-		if (r->end <= start || r->start >= end)
-			continue;
+		if (r->start >= end)
+			break;
 		if (r->start < start && r->end > end) {
 			if (ranges_reserve(u, 1) < 0)
 				return -1;
@@ -107,7 +135,8 @@ static uint32_t insert_pos(const struct um_uffd *u, uint64_t start)
 	return lo;
 }
 
-static int range_insert(struct um_uffd *u, const struct um_range *nr)
+/* Returns the index it went to, or -1. */
+static int64_t range_insert(struct um_uffd *u, const struct um_range *nr)
 {
 	if (ranges_reserve(u, 1) < 0)
 		return -1;
@@ -115,7 +144,7 @@ static int range_insert(struct um_uffd *u, const struct um_range *nr)
 	memmove(&u->ranges[i + 1], &u->ranges[i], (u->nranges - i) * sizeof(*nr));
 	u->ranges[i] = *nr;
 	u->nranges++;
-	return 0;
+	return i;
 }
 
 int um_register(struct um_uffd *u, uint64_t start, uint64_t end, uint64_t modes,
@@ -124,6 +153,7 @@ int um_register(struct um_uffd *u, uint64_t start, uint64_t end, uint64_t modes,
 	if (ranges_cut(u, start, end) < 0)
 		return -1;
 	uint64_t covered = start;
+	int64_t lo = -1, hi = -1, at;
 	for (size_t i = 0; i < nmaps; i++) {
 		if (maps[i].end <= start || maps[i].start >= end)
 			continue;
@@ -131,8 +161,10 @@ int um_register(struct um_uffd *u, uint64_t start, uint64_t end, uint64_t modes,
 				      .modes = modes, .ioctls = ioctls, .map = maps[i]};
 		range_clip(&nr, start, end);
 		/* A hole between mappings stays unregistered, as in the kernel. */
-		if (range_insert(u, &nr) < 0)
+		if ((at = range_insert(u, &nr)) < 0)
 			return -1;
+		lo = lo < 0 ? at : lo;
+		hi = at;
 		covered = nr.end;
 	}
 	if (nmaps == 0 && covered < end) { /* backing unknown: take the range whole */
@@ -140,10 +172,12 @@ int um_register(struct um_uffd *u, uint64_t start, uint64_t end, uint64_t modes,
 					.ioctls = ioctls};
 		rest.map.start = covered;
 		rest.map.end = end;
-		if (range_insert(u, &rest) < 0)
+		if ((at = range_insert(u, &rest)) < 0)
 			return -1;
+		lo = hi = at;
 	}
-	ranges_merge(u);
+	if (lo >= 0)
+		ranges_merge_span(u, (uint32_t)lo, (uint32_t)hi);
 	return 0;
 }
 

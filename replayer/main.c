@@ -10,9 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "image_io.h"
+#include "uffd_compat.h"
 #include "shim_path.h"
 
 static void usage(FILE *f)
@@ -59,6 +63,26 @@ static int cmd_check(const char *dir)
 			free(buf);
 		} else {
 			zero_pages += r->npages;
+		}
+	}
+	/* Features this kernel does not offer: a restore would be refused. */
+	uint64_t offered = 0;
+	{
+		int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+		struct uffdio_api api = {.api = UFFD_API};
+		if (fd >= 0 && ioctl(fd, UFFDIO_API, &api) == 0)
+			offered = api.features;
+		if (fd >= 0)
+			close(fd);
+	}
+	for (uint32_t i = 0; i < d.st.nuffds; i++) {
+		const struct um_uffd *u = d.st.uffds[i];
+		if (offered && (u->features_requested & ~offered)) {
+			fprintf(stderr, "uffd-replay check: %s: uffd %u needs features %#llx that this "
+				"kernel does not offer (it offers %#llx)\n", dir, u->id,
+				(unsigned long long)(u->features_requested & ~offered),
+				(unsigned long long)offered);
+			bad++;
 		}
 	}
 	for (uint32_t i = 0; i < d.st.nuffds; i++) {

@@ -100,14 +100,52 @@ static void *read_file(const char *dir, const char *name, size_t *len, bool requ
 	return buf;
 }
 
+/* The mappings of this process, read once before anything is mapped (the
+ * ranges are checked against it: one read of /proc/self/maps, not one per
+ * range). */
+static struct um_mapping *maps_now;
+static size_t nmaps_now;
+#define MAPS_CAP 8192
+
 /* Does [start, end) overlap any mapping of this process? */
 static bool address_taken(uint64_t start, uint64_t end, struct um_mapping *hit)
 {
-	struct um_mapping maps[4];
-	size_t n = shim_maps_read(start, end, maps, 4);
-	if (n)
-		*hit = maps[0];
-	return n > 0;
+	if (!maps_now) {
+		maps_now = um_zalloc(MAPS_CAP * sizeof(*maps_now));
+		if (maps_now)
+			nmaps_now = shim_maps_read(0, ~0ULL, maps_now, MAPS_CAP);
+	}
+	if (!maps_now || nmaps_now == MAPS_CAP) { /* fall back: ask for this range */
+		struct um_mapping maps[4];
+		size_t n = shim_maps_read(start, end, maps, 4);
+		if (n)
+			*hit = maps[0];
+		return n > 0;
+	}
+	size_t lo = 0, hi = nmaps_now; /* first mapping that ends after start */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (maps_now[mid].end <= start)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	if (lo < nmaps_now && maps_now[lo].start < end) {
+		*hit = maps_now[lo];
+		return true;
+	}
+	return false;
+}
+
+/* Move an fd of the restore to a high number: it must not sit on a number
+ * that a restored uffd is to take (nor make that number look used). */
+static int fd_out_of_way(int fd)
+{
+	long hi = RAW3(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 940);
+	if (hi < 0)
+		return fd;
+	RAW1(SYS_close, fd);
+	return (int)hi;
 }
 
 static int open_pages(const char *dir)
@@ -117,7 +155,8 @@ static int open_pages(const char *dir)
 	memcpy(path, dir, dl);
 	path[dl] = '/';
 	strcpy(path + dl + 1, UMI_PAGES_FILE);
-	return (int)RAW4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	int fd = (int)RAW4(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC, 0);
+	return fd < 0 ? fd : fd_out_of_way(fd);
 }
 
 /* Map one registered range at its address with its backing. */
@@ -234,9 +273,30 @@ static int create_uffd(const struct um_uffd *u)
 	return fd;
 }
 
-static void restore_uffd(struct um_uffd *u)
+/* No memory run of the image fills a page of [start, end)? */
+static bool filled_none(const struct umi_image *img, uint64_t start, uint64_t end)
 {
-	int tmp = create_uffd(u);
+	size_t lo = 0, hi = img->nruns; /* first run that ends after start */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (img->runs[mid].addr + img->runs[mid].npages * UM_PAGE_SIZE <= start)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo == img->nruns || img->runs[lo].addr >= end;
+}
+
+/* [start, end) lies in one registered range of u, of private anonymous memory. */
+static bool same_anon_range(const struct um_uffd *u, uint64_t start, uint64_t end)
+{
+	const struct um_range *r = um_range_find(u, start);
+	return r && end <= r->end && r->map.backing == UM_BACKING_ANON && !r->map.shared;
+}
+
+static void restore_uffd(struct um_uffd *u, const struct umi_image *img)
+{
+	int tmp = fd_out_of_way(create_uffd(u));
 	for (int j = 0; j < u->nfds; j++) {
 		if (RAW3(SYS_dup3, tmp, u->fds[j], u->fd_flags[j] ? O_CLOEXEC : 0) < 0)
 			REFUSE(m_str(&m_, "cannot place uffd "); m_dec(&m_, u->id); m_str(&m_, " at fd ");
@@ -266,14 +326,48 @@ static void restore_uffd(struct um_uffd *u)
 			       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-r); m_str(&m_, ")"));
 		u->ranges[k].ioctls = reg.ioctls;
 	}
-	uint64_t cur = 0, rs, re;
-	while (um_wp_next_run(&u->wp, &cur, ~0ULL >> 1, &rs, &re)) {
-		struct uffdio_writeprotect wp = {.range = {rs, re - rs},
-						 .mode = UFFDIO_WRITEPROTECT_MODE_WP};
-		long r = RAW3(SYS_ioctl, fd, UFFDIO_WRITEPROTECT, &wp);
-		if (r < 0)
-			REFUSE(m_str(&m_, "UFFDIO_WRITEPROTECT of "); m_hex(&m_, rs);
-			       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-r); m_str(&m_, ")"));
+	/* One WRITEPROTECT per run of protected pages; on private anonymous
+	 * memory without WP_UNPOPULATED the kernel protects present pages only,
+	 * so runs there are joined across gaps that hold no restored page. */
+	bool join = !(u->features_requested & UFFD_FEATURE_WP_UNPOPULATED);
+	uint64_t cur = 0, rs, re, ps = 0, pe = 0;
+	for (bool more = true; more;) {
+		more = um_wp_next_run(&u->wp, &cur, ~0ULL >> 1, &rs, &re);
+		if (more && pe && join && filled_none(img, pe, rs) && same_anon_range(u, ps, re)) {
+			pe = re;
+			continue;
+		}
+		if (pe) {
+			struct uffdio_writeprotect wp = {.range = {ps, pe - ps},
+							 .mode = UFFDIO_WRITEPROTECT_MODE_WP};
+			long r = RAW3(SYS_ioctl, fd, UFFDIO_WRITEPROTECT, &wp);
+			if (r < 0)
+				REFUSE(m_str(&m_, "UFFDIO_WRITEPROTECT of "); m_hex(&m_, ps);
+				       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-r);
+				       m_str(&m_, ")"));
+		}
+		ps = rs;
+		pe = re;
+	}
+	/* Where the kernel protects present pages only (private anonymous memory
+	 * without WP_UNPOPULATED) and a page was not restored (an image without
+	 * memory), the protection is gone: the model takes the kernel's bits. */
+	if (join) {
+		for (uint32_t k = 0; k < u->nranges; k++) {
+			const struct um_range *r = &u->ranges[k];
+			if (r->map.backing != UM_BACKING_ANON ||
+			    !um_wp_count_range(&u->wp, r->start, r->end))
+				continue;
+			uint8_t wpb[4096];
+			for (uint64_t a = r->start; a < r->end;) {
+				uint64_t n = (r->end - a) >> UM_PAGE_SHIFT;
+				if (n > sizeof(wpb))
+					n = sizeof(wpb);
+				if (shim_pagemap_wp(a, n, wpb) == 0)
+					um_wp_sync(u, a, n, wpb);
+				a += n << UM_PAGE_SHIFT;
+			}
+		}
 	}
 	struct stat st;
 	if (RAW2(SYS_fstat, fd, &st) == 0)
@@ -321,7 +415,7 @@ void shim_restore_from_env(void)
 				RAW3(SYS_mprotect, r->start, r->end - r->start, r->map.prot);
 		}
 	for (uint32_t i = 0; i < st.nuffds; i++)
-		restore_uffd(st.uffds[i]);
+		restore_uffd(st.uffds[i], &img);
 	if (pages_fd >= 0)
 		RAW1(SYS_close, pages_fd);
 	um_free(sbuf, slen);
