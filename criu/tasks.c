@@ -236,7 +236,10 @@ static int settle_ms(void)
 int ucr_task_quiesce(struct ucr_task *t, char *err, size_t errlen)
 {
 	char e2[512];
-	int rc = uctl_connect(&t->conn, t->pid, 3000, e2, sizeof(e2));
+	/* The shim serves one connection at a time and drops one idle for 5 s:
+	 * wait longer than that, so that another tool's idle connection delays
+	 * the dump instead of failing it (CRIU's seize alarm is 10 s). */
+	int rc = uctl_connect(&t->conn, t->pid, 7000, e2, sizeof(e2));
 	if (rc == UCTL_R_NOSERVER)
 		return 0;
 	if (rc != UCTL_R_OK) {

@@ -62,25 +62,17 @@ static int write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-/* Append a page of the given kind to the runs, merging with the last run. */
-static int add_page(struct pages_out *o, uint32_t uffd, uint64_t addr, const void *data)
+/* Record one page in the runs (merging with the last run).  Its data, when
+ * not zero, is already at the end of o->buf. */
+static void account_page(struct pages_out *o, uint32_t uffd, uint64_t addr, const void *data,
+			 bool zero)
 {
-	bool zero = is_zero(data);
 	struct umi_run *last = o->runs->len ? &g_array_index(o->runs, struct umi_run,
 							     o->runs->len - 1) : NULL;
 	uint32_t kind = zero ? UMI_RUN_ZERO : UMI_RUN_DATA;
-	if (!zero) {
-		if (o->buffered == OUTBUF) {
-			if (write_all(o->fd, o->buf, o->buffered) < 0)
-				return -1;
-			o->buffered = 0;
-		}
-		memcpy(o->buf + o->buffered, data, UM_PAGE_SIZE);
-		o->buffered += UM_PAGE_SIZE;
-	}
 	if (last && last->kind == kind && last->uffd_id == uffd &&
 	    last->addr + last->npages * UM_PAGE_SIZE == addr &&
-	    (kind == UMI_RUN_ZERO || last->offset + last->npages * UM_PAGE_SIZE == o->offset)) {
+	    (zero || last->offset + last->npages * UM_PAGE_SIZE == o->offset)) {
 		last->npages++;
 		if (!zero)
 			last->crc = umi_crc32(last->crc, data, UM_PAGE_SIZE);
@@ -96,15 +88,25 @@ static int add_page(struct pages_out *o, uint32_t uffd, uint64_t addr, const voi
 		o->offset += UM_PAGE_SIZE;
 		o->data_pages++;
 	}
+}
+
+static int flush_out(struct pages_out *o)
+{
+	if (o->buffered && write_all(o->fd, o->buf, o->buffered) < 0)
+		return -1;
+	o->buffered = 0;
 	return 0;
 }
 
-/* Read the present pages of [start, end) of pid into o. */
+/* Read the present pages of [start, end) of pid into o: per window of
+ * BATCH_PAGES pages, one pagemap read and one process_vm_readv straight into
+ * the output buffer (zero pages are then squeezed out). */
 static int dump_range(pid_t pid, int pagemap, uint32_t uffd, uint64_t start, uint64_t end,
 		      struct pages_out *o, char *err, size_t errlen)
 {
 	static uint64_t ent[BATCH_PAGES];
-	static uint8_t buf[BATCH_PAGES * UM_PAGE_SIZE];
+	static struct iovec riov[BATCH_PAGES];
+	static uint64_t addrs[BATCH_PAGES];
 	for (uint64_t a = start; a < end;) {
 		uint64_t n = (end - a) / UM_PAGE_SIZE;
 		if (n > BATCH_PAGES)
@@ -115,37 +117,46 @@ static int dump_range(pid_t pid, int pagemap, uint32_t uffd, uint64_t start, uin
 				 r < 0 ? strerror(errno) : "short read");
 			return -1;
 		}
-		/* Read the present/swapped pages in runs with process_vm_readv. */
-		for (uint64_t i = 0; i < n;) {
-			bool in = (ent[i] >> PM_BIT_PRESENT & 1) || (ent[i] >> PM_BIT_SWAPPED & 1);
-			if (!in) {
-				i++;
+		size_t nr = 0, m = 0;
+		for (uint64_t i = 0; i < n; i++) {
+			if (!((ent[i] >> PM_BIT_PRESENT & 1) || (ent[i] >> PM_BIT_SWAPPED & 1)))
 				continue;
-			}
-			uint64_t j = i;
-			while (j < n && ((ent[j] >> PM_BIT_PRESENT & 1) || (ent[j] >> PM_BIT_SWAPPED & 1)))
-				j++;
-			struct iovec l = {buf, (j - i) * UM_PAGE_SIZE};
-			struct iovec rv = {(void *)(a + i * UM_PAGE_SIZE), (j - i) * UM_PAGE_SIZE};
-			ssize_t got = process_vm_readv(pid, &l, 1, &rv, 1, 0);
-			if (got != (ssize_t)l.iov_len) {
-				snprintf(err, errlen, "reading memory of pid %d at %#llx: %s", pid,
-					 (unsigned long long)(a + i * UM_PAGE_SIZE),
-					 got < 0 ? strerror(errno) : "short read");
-				return -1;
-			}
-			for (uint64_t k = i; k < j; k++)
-				if (add_page(o, uffd, a + k * UM_PAGE_SIZE,
-					     buf + (k - i) * UM_PAGE_SIZE) < 0) {
-					snprintf(err, errlen, "writing %s: %s", UMI_PAGES_FILE,
-						 strerror(errno));
-					return -1;
-				}
-			i = j;
+			uint64_t pa = a + i * UM_PAGE_SIZE;
+			addrs[m++] = pa;
+			if (nr && (uint64_t)riov[nr - 1].iov_base + riov[nr - 1].iov_len == pa)
+				riov[nr - 1].iov_len += UM_PAGE_SIZE;
+			else
+				riov[nr++] = (struct iovec){(void *)pa, UM_PAGE_SIZE};
 		}
 		a += n * UM_PAGE_SIZE;
+		if (!m)
+			continue;
+		if (OUTBUF - o->buffered < m * UM_PAGE_SIZE && flush_out(o) < 0)
+			goto write_error;
+		struct iovec l = {o->buf + o->buffered, m * UM_PAGE_SIZE};
+		ssize_t got = process_vm_readv(pid, &l, 1, riov, nr, 0);
+		if (got != (ssize_t)l.iov_len) {
+			snprintf(err, errlen, "reading memory of pid %d near %#llx: %s", pid,
+				 (unsigned long long)addrs[0], got < 0 ? strerror(errno) : "short read");
+			return -1;
+		}
+		uint8_t *p = o->buf + o->buffered, *batch_end = p + m * UM_PAGE_SIZE;
+		for (size_t k = 0; k < m; k++) {
+			bool zero = is_zero((const uint64_t *)p);
+			account_page(o, uffd, addrs[k], p, zero);
+			if (zero) { /* squeeze it out of the buffer */
+				memmove(p, p + UM_PAGE_SIZE, (size_t)(batch_end - p - UM_PAGE_SIZE));
+				batch_end -= UM_PAGE_SIZE;
+			} else {
+				p += UM_PAGE_SIZE;
+				o->buffered += UM_PAGE_SIZE;
+			}
+		}
 	}
 	return 0;
+write_error:
+	snprintf(err, errlen, "writing %s: %s", UMI_PAGES_FILE, strerror(errno));
+	return -1;
 }
 
 static int cmp_range_start(const void *a, const void *b)
@@ -195,7 +206,7 @@ static int dump_memory(pid_t pid, const struct um_state *st, const char *dir,
 		rc = -1;
 	}
 	o->buffered = 0;
-	if (rc == 0 && (fsync(o->fd) < 0 || close(o->fd) < 0)) {
+	if (rc == 0 && close(o->fd) < 0) { /* no fsync: like CRIU, leave flushing to the kernel */
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		rc = -1;
 	} else if (rc != 0) {

@@ -631,6 +631,24 @@ static void test_register_superset(void)
 		   u->ranges[1].ioctls == IOC2 && u->ranges[1].map.backing == UM_BACKING_UNKNOWN,
 	   "without maps: the MISSING|WP part kept, the MISSING part and the gap get WP");
 	um_state_free(&st);
+
+	/* Many kept parts in one call (more than any small fixed buffer). */
+	um_state_init(&st, ME);
+	u = um_uffd_new(&st, 1, UM_ORIGIN_SYSCALL, 0, ME);
+	for (int i = 0; i < 100; i++) {
+		um_op_register(u, 0, Q + 2 * (uint64_t)i * P, P, M_MISSING | M_WP, IOCS, NULL, 0);
+		um_op_writeprotect(u, 0, Q + 2 * (uint64_t)i * P, P, UFFDIO_WRITEPROTECT_MODE_WP, NULL);
+	}
+	um_op_register(u, 0, Q, 200 * P, M_MISSING, IOC2, NULL, 0);
+	bool alternate = u->nranges == 200;
+	for (uint32_t i = 0; alternate && i < 200; i++)
+		alternate = u->ranges[i].start == Q + i * P && u->ranges[i].end == Q + (i + 1) * P &&
+			    u->ranges[i].modes == (i % 2 ? M_MISSING : (M_MISSING | M_WP)) &&
+			    u->ranges[i].ioctls == (i % 2 ? IOC2 : IOCS);
+	ok(alternate, "REGISTER MISSING over 100 separate MISSING|WP pages: all 100 kept, "
+		      "the 100 gaps between them get MISSING (200 ranges)");
+	is_u64(um_wp_count(&u->wp), 100, "and the 100 WP bits stay");
+	um_state_free(&st);
 }
 
 static void test_pagefault_msgs(void)
