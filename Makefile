@@ -17,6 +17,7 @@ SHIM_SRC  := $(wildcard shim/*.c)
 REC_SRC   := $(wildcard recorder/*.c)
 REP_SRC   := $(wildcard replayer/*.c)
 TOOLLIB_SRC := $(wildcard tools/common/*.c)
+CRIU_SRC  := $(wildcard criu/*.c)
 DEMO_SRC  := $(wildcard demo/*.c)
 TEST_SRC  := $(wildcard tests/*.c)
 BENCH_SRC := $(wildcard bench/*.c)
@@ -26,6 +27,7 @@ SHIM_OBJ  := $(SHIM_SRC:%.c=$(B)/obj/%.o)
 REC_OBJ   := $(REC_SRC:%.c=$(B)/obj/%.o)
 REP_OBJ   := $(REP_SRC:%.c=$(B)/obj/%.o)
 TOOLLIB_OBJ := $(TOOLLIB_SRC:%.c=$(B)/obj/%.o)
+CRIU_OBJ  := $(CRIU_SRC:%.c=$(B)/obj/%.o)
 
 DEMOS   := $(DEMO_SRC:demo/%.c=$(B)/demo/%)
 TESTS_C := $(TEST_SRC:tests/%.c=$(B)/tests/%)
@@ -35,11 +37,13 @@ LIBMODEL := $(B)/libuffdmodel.a
 LIBSHIM  := $(B)/libuffdshim.so
 RECORD   := $(B)/uffd-record
 REPLAY   := $(B)/uffd-replay
+# The CRIU plugin lives alone in its directory: CRIU loads every .so of --libdir.
+CRIU_PLUGIN := $(B)/criu/uffdshim_criu.so
 
 # uffd-replay exists once replayer/ has sources.
 TOOLS := $(RECORD) $(if $(REP_SRC),$(REPLAY))
 
-all: $(LIBMODEL) $(LIBSHIM) $(TOOLS) $(DEMOS) $(TESTS_C) $(BENCHES)
+all: $(LIBMODEL) $(LIBSHIM) $(TOOLS) $(if $(CRIU_SRC),$(CRIU_PLUGIN)) $(DEMOS) $(TESTS_C) $(BENCHES)
 
 # Everything is position independent: the model links into the shim too.
 $(B)/obj/%.o: %.c
@@ -53,6 +57,13 @@ $(LIBMODEL): $(MODEL_OBJ)
 # The shim links only libc and libdl.
 $(LIBSHIM): $(SHIM_OBJ) $(MODEL_OBJ)
 	$(CC) -shared -Wl,-z,defs -Wl,--version-script=shim/exports.map -o $@ $^ -ldl -lpthread
+
+CRIU_PLUGIN_OBJ := $(CRIU_OBJ) $(B)/obj/recorder/ctl_client.o $(B)/obj/recorder/procfs.o \
+	$(B)/obj/recorder/verify.o $(MODEL_OBJ)
+# -Bsymbolic: the plugin's calls bind to its own copies, never to criu's symbols.
+$(CRIU_PLUGIN): $(CRIU_PLUGIN_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-Bsymbolic -Wl,-z,defs -o $@ $(CRIU_PLUGIN_OBJ) -ldl
 
 $(RECORD): $(REC_OBJ) $(TOOLLIB_OBJ) $(LIBMODEL)
 	$(CC) -o $@ $(REC_OBJ) $(TOOLLIB_OBJ) $(LIBMODEL) $(GLIB_LIBS) -lm
@@ -72,7 +83,7 @@ $(B)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread -lm
 
-TEST_SCRIPTS := $(filter-out tests/tap-exec.sh,$(wildcard tests/*.sh))
+TEST_SCRIPTS := $(filter-out tests/tap-exec.sh tests/criu_lib.sh,$(wildcard tests/*.sh))
 # TESTS=... runs a subset: make check TESTS="build/tests/model_ops_test"
 TESTS ?= $(TESTS_C) $(TEST_SCRIPTS)
 

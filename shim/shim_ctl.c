@@ -177,8 +177,13 @@ static void serve(int fd)
 		if (!ok)
 			break;
 	}
-	if (quiesced)
+	if (quiesced) {
+		/* After a restore by CRIU this is where the shim wakes up: the
+		 * connection of the dump is gone.  Re-read the uffds' inodes before
+		 * the app's operations go on. */
+		shim_refresh_inodes();
 		shim_resume(); /* a dump tool that dies must not leave the app frozen */
+	}
 }
 
 static void *ctl_thread(void *arg)

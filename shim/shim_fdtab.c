@@ -36,7 +36,7 @@ int shim_fd_kind_slow(int fd)
 static int *internal_slots[MAX_INTERNAL];
 
 /* Lowest number the shim uses: near the top of the soft fd limit (at most
- * 64 Ki), where programs rarely look. */
+ * 64 Ki), where programs rarely look, leaving room for CRIU's service fds. */
 static int internal_base(void)
 {
 	struct rlimit rl;
@@ -45,7 +45,10 @@ static int internal_base(void)
 		lim = (long)rl.rlim_cur;
 	if (lim > SHIM_FDTAB_MAX)
 		lim = SHIM_FDTAB_MAX;
-	return lim > 64 ? (int)lim - 32 : 3;
+	/* CRIU wants a task's highest fd + 49 below round_down(limit, 128) for
+	 * its service fds: stay a full 128 below that. */
+	lim &= ~127L;
+	return lim > 256 ? (int)lim - 128 : 3;
 }
 
 int shim_fd_hide(int fd, int *slot)

@@ -176,26 +176,64 @@ static ssize_t after_read(int fd, const void *buf, ssize_t r)
 	return r;
 }
 
+/* A read of a non-blocking uffd passes the quiesce gate, so a dump never
+ * happens between the kernel handing a message over and the model recording
+ * it.  A blocking read cannot hold the gate while it waits; its message is
+ * recorded as soon as the gate opens again. */
+static bool uffd_nonblocking(int fd)
+{
+	if (!shim_model_enter())
+		return false;
+	struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
+	bool nb = u && (u->file_flags & O_NONBLOCK);
+	shim_unlock();
+	return nb;
+}
+
+static ssize_t read_uffd(int fd, void *buf, size_t n, size_t buflen, bool chk)
+{
+	bool gated = uffd_nonblocking(fd);
+	if (gated)
+		shim_gate_enter();
+	ssize_t r = chk ? real.read_chk(fd, buf, n, buflen) : real.read(fd, buf, n);
+	after_read(fd, buf, r);
+	if (gated)
+		shim_gate_leave();
+	return r;
+}
+
 ssize_t read(int fd, void *buf, size_t n)
 {
 	ENSURE_INIT();
-	if (likely(shim_fd_kind(fd) == FD_NONE))
+	int kind = shim_fd_kind(fd);
+	if (likely(kind == FD_NONE))
 		return real.read(fd, buf, n);
-	ssize_t r = real.read(fd, buf, n);
-	if (shim_fd_kind(fd) == FD_UFFD || shim_fd_kind_slow(fd) == FD_UFFD)
-		return after_read(fd, buf, r);
-	return r;
+	if (kind < 0)
+		kind = shim_fd_kind_slow(fd);
+	if (kind == FD_UFFD)
+		return read_uffd(fd, buf, n, 0, false);
+	if (kind == FD_INTERNAL) {
+		errno = EBADF;
+		return -1;
+	}
+	return real.read(fd, buf, n);
 }
 
 ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 {
 	ENSURE_INIT();
-	if (likely(shim_fd_kind(fd) == FD_NONE))
+	int kind = shim_fd_kind(fd);
+	if (likely(kind == FD_NONE))
 		return real.read_chk(fd, buf, n, buflen);
-	ssize_t r = real.read_chk(fd, buf, n, buflen);
-	if (shim_fd_kind(fd) == FD_UFFD || shim_fd_kind_slow(fd) == FD_UFFD)
-		return after_read(fd, buf, r);
-	return r;
+	if (kind < 0)
+		kind = shim_fd_kind_slow(fd);
+	if (kind == FD_UFFD)
+		return read_uffd(fd, buf, n, buflen, true);
+	if (kind == FD_INTERNAL) {
+		errno = EBADF;
+		return -1;
+	}
+	return real.read_chk(fd, buf, n, buflen);
 }
 
 ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
