@@ -199,7 +199,7 @@ refuse corrupt-pages 'corrupt' yes runs explain
 refuse bad-magic 'bad magic' yes explain explain
 refuse version 'version 2 is newer than this build' yes explain explain
 refuse arch 'architecture 183' yes explain explain
-refuse features 'feature' no ok todo-explain
+refuse features 'feature' no ok explain
 refuse range-taken 'already taken in the new process' no ok ok
 refuse fd-in-use "fd $UFFD_FD of uffd [0-9]+ is already in use" no ok ok
 refuse foreign 'another process|will refuse' no ok note
