@@ -18,7 +18,7 @@
 #define VERIFY(...) do { char l_[160]; snprintf(l_, sizeof(l_), __VA_ARGS__); \
 	is_int(shim_verify_self(l_), 0, "verify: %s", l_); } while (0)
 
-#include "scn_json.h"
+#include "scn_common.h"
 static int reg_missing(int uffd, void *addr, size_t len)
 {
 	struct uffdio_register r = {.range = {(uint64_t)addr, len},

@@ -80,7 +80,7 @@ static int status_json_vfork(char *buf, size_t len)
 	return record_vfork((char *[]){"status", pid, "--json", NULL}, buf, len);
 }
 
-#include "scn_json.h"
+#include "scn_common.h"
 static int reg_missing(int uffd, void *addr, size_t len)
 {
 	struct uffdio_register r = {.range = {(uint64_t)addr, len},

@@ -24,20 +24,7 @@
 #define VERIFY(...) do { char l_[160]; snprintf(l_, sizeof(l_), __VA_ARGS__); \
 	is_int(shim_verify_self(l_), 0, "verify: %s", l_); } while (0)
 
-#include "scn_json.h"
-/* uffd-wp bits (pagemap bit 57) of npages pages at addr. */
-__attribute__((unused)) static int pm_wp_count(const void *addr, int npages)
-{
-	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), n = 0;
-	for (int i = 0; fd >= 0 && i < npages; i++) {
-		uint64_t e = 0;
-		if (pread(fd, &e, 8, ((uint64_t)addr / PG + i) * 8) == 8)
-			n += (e >> PM_BIT_UFFD_WP) & 1;
-	}
-	if (fd >= 0)
-		close(fd);
-	return n;
-}
+#include "scn_common.h"
 
 /* Messages on the socket. */
 struct hello { uint64_t base, len; };
