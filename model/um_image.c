@@ -49,6 +49,46 @@ uint32_t umi_crc32(uint32_t crc, const void *buf, size_t len)
 	return ~crc;
 }
 
+static inline uint64_t rotl64(uint64_t x, int r)
+{
+	return (x << r) | (x >> (64 - r));
+}
+
+/* Four independent multiply-rotate lanes (the xxh64 round), folded to 32
+ * bits: several times faster than CRC-32, for the bulk page data. */
+uint32_t umi_page_hash(uint32_t seed, const void *buf, size_t len)
+{
+	const uint64_t P1 = 0x9E3779B185EBCA87ULL, P2 = 0xC2B2AE3D27D4EB4FULL;
+	uint64_t a = seed + P1 + P2, b = seed + P2, c = seed, d = seed - P1;
+	const unsigned char *p = buf;
+	size_t i = 0;
+	for (; i + 32 <= len; i += 32) {
+		uint64_t w[4];
+		memcpy(w, p + i, sizeof(w));
+		a = rotl64(a + w[0] * P2, 31) * P1;
+		b = rotl64(b + w[1] * P2, 31) * P1;
+		c = rotl64(c + w[2] * P2, 31) * P1;
+		d = rotl64(d + w[3] * P2, 31) * P1;
+	}
+	uint64_t h = rotl64(a, 1) + rotl64(b, 7) + rotl64(c, 12) + rotl64(d, 18) + len;
+	for (; i < len; i++)
+		h = rotl64(h ^ (p[i] * P1), 11) * P2;
+	h ^= h >> 33;
+	h *= P2;
+	h ^= h >> 29;
+	h *= P1;
+	h ^= h >> 32;
+	return (uint32_t)h;
+}
+
+uint32_t umi_run_hash(const void *buf, uint64_t npages)
+{
+	uint32_t h = 0;
+	for (uint64_t i = 0; i < npages; i++)
+		h = umi_page_hash(h, (const unsigned char *)buf + i * UM_PAGE_SIZE, UM_PAGE_SIZE);
+	return h;
+}
+
 static size_t pad8(size_t n)
 {
 	return (n + 7) & ~(size_t)7;

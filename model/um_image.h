@@ -63,7 +63,7 @@ struct umi_run {
 	uint64_t npages;
 	uint64_t offset;        /* in uffd-pages.img (DATA), 0 for ZERO */
 	uint32_t kind;          /* enum umi_run_kind */
-	uint32_t crc;           /* crc32 of the run's bytes (DATA) */
+	uint32_t crc;           /* umi_run_hash of the run's bytes (DATA) */
 	uint32_t uffd_id;       /* the uffd whose range holds it */
 	uint32_t reserved;
 };
@@ -76,6 +76,11 @@ struct umi_process {
 #define UMI_PROC_WITH_MEMORY 1u /* the memory section lists every present page */
 
 uint32_t umi_crc32(uint32_t crc, const void *buf, size_t len);
+/* The checksum of page data (struct umi_run.crc): umi_page_hash chained page
+ * by page from 0, h = umi_page_hash(h, page, 4096).  umi_run_hash does the
+ * whole run. */
+uint32_t umi_page_hash(uint32_t seed, const void *buf, size_t len);
+uint32_t umi_run_hash(const void *buf, uint64_t npages);
 
 /* A parsed, validated state file. Pointers point into the caller's buffer. */
 struct umi_image {

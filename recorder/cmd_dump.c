@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,10 +31,26 @@
 
 #define OUTBUF (4u << 20)
 
+/* Page data is written by a second thread while the next batch is read and
+ * hashed: two buffers, handed over one at a time. */
+struct writer {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int fd;
+	const uint8_t *job;  /* buffer being written, NULL when idle */
+	size_t len;
+	bool stop, failed;
+	int err;
+};
+
 struct pages_out {
 	int fd;
-	uint8_t *buf;     /* pending page data, written OUTBUF at a time */
+	uint8_t *bufs[2];
+	int cur;
+	uint8_t *buf;     /* bufs[cur]: pending page data, OUTBUF at most */
 	size_t buffered;
+	struct writer w;
 	uint64_t offset;
 	GArray *runs; /* struct umi_run */
 	uint64_t data_pages, zero_pages;
@@ -75,11 +92,11 @@ static void account_page(struct pages_out *o, uint32_t uffd, uint64_t addr, cons
 	    (zero || last->offset + last->npages * UM_PAGE_SIZE == o->offset)) {
 		last->npages++;
 		if (!zero)
-			last->crc = umi_crc32(last->crc, data, UM_PAGE_SIZE);
+			last->crc = umi_page_hash(last->crc, data, UM_PAGE_SIZE);
 	} else {
 		struct umi_run r = {.addr = addr, .npages = 1, .kind = kind, .uffd_id = uffd,
 				    .offset = zero ? 0 : o->offset,
-				    .crc = zero ? 0 : umi_crc32(0, data, UM_PAGE_SIZE)};
+				    .crc = zero ? 0 : umi_page_hash(0, data, UM_PAGE_SIZE)};
 		g_array_append_val(o->runs, r);
 	}
 	if (zero) {
@@ -90,12 +107,89 @@ static void account_page(struct pages_out *o, uint32_t uffd, uint64_t addr, cons
 	}
 }
 
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (!w->job && !w->stop)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (!w->job)
+			break;
+		const uint8_t *job = w->job;
+		size_t len = w->len;
+		pthread_mutex_unlock(&w->mu);
+		int rc = write_all(w->fd, job, len);
+		int e = errno;
+		pthread_mutex_lock(&w->mu);
+		if (rc < 0 && !w->failed) {
+			w->failed = true;
+			w->err = e;
+		}
+		w->job = NULL;
+		pthread_cond_broadcast(&w->cv);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* Wait until the writer is idle; false (errno set) if a write failed. */
+static bool writer_idle(struct writer *w)
+{
+	pthread_mutex_lock(&w->mu);
+	while (w->job)
+		pthread_cond_wait(&w->cv, &w->mu);
+	bool ok = !w->failed;
+	int e = w->err;
+	pthread_mutex_unlock(&w->mu);
+	if (!ok)
+		errno = e;
+	return ok;
+}
+
+/* Hand the current buffer to the writer and continue in the other one. */
 static int flush_out(struct pages_out *o)
 {
-	if (o->buffered && write_all(o->fd, o->buf, o->buffered) < 0)
+	if (!writer_idle(&o->w))
 		return -1;
+	if (!o->buffered)
+		return 0;
+	pthread_mutex_lock(&o->w.mu);
+	o->w.job = o->buf;
+	o->w.len = o->buffered;
+	pthread_cond_broadcast(&o->w.cv);
+	pthread_mutex_unlock(&o->w.mu);
+	o->cur ^= 1;
+	o->buf = o->bufs[o->cur];
 	o->buffered = 0;
 	return 0;
+}
+
+static int writer_start(struct pages_out *o)
+{
+	memset(&o->w, 0, sizeof(o->w));
+	o->w.fd = o->fd;
+	pthread_mutex_init(&o->w.mu, NULL);
+	pthread_cond_init(&o->w.cv, NULL);
+	return pthread_create(&o->w.thread, NULL, writer_main, &o->w) == 0 ? 0 : -1;
+}
+
+/* Write what is left and stop the writer; -1 (errno set) on a failed write. */
+static int writer_finish(struct pages_out *o)
+{
+	int rc = flush_out(o);
+	if (!writer_idle(&o->w))
+		rc = -1;
+	int e = errno;
+	pthread_mutex_lock(&o->w.mu);
+	o->w.stop = true;
+	pthread_cond_broadcast(&o->w.cv);
+	pthread_mutex_unlock(&o->w.mu);
+	pthread_join(o->w.thread, NULL);
+	pthread_mutex_destroy(&o->w.mu);
+	pthread_cond_destroy(&o->w.cv);
+	errno = e;
+	return rc;
 }
 
 /* Read the present pages of [start, end) of pid into o: per window of
@@ -194,14 +288,16 @@ static int dump_memory(pid_t pid, const struct um_state *st, const char *dir,
 		}
 	}
 	qsort(rs->data, rs->len, sizeof(uint64_t) * 3, cmp_range_start);
-	int rc = 0;
+	int rc = writer_start(o);
+	if (rc < 0)
+		snprintf(err, errlen, "cannot start the writer thread");
 	for (guint i = 0; i < rs->len && rc == 0; i++) {
 		uint64_t *e = (uint64_t *)rs->data + i * 3;
 		rc = dump_range(pid, pm, (uint32_t)e[2], e[0], e[1], o, err, errlen);
 	}
 	g_array_free(rs, TRUE);
 	close(pm);
-	if (rc == 0 && o->buffered && write_all(o->fd, o->buf, o->buffered) < 0) {
+	if (writer_finish(o) < 0 && rc == 0) {
 		snprintf(err, errlen, "%s: %s", path, strerror(errno));
 		rc = -1;
 	}
@@ -308,7 +404,8 @@ int cmd_dump(int argc, char **argv)
 	}
 	uint64_t t_state = now_ns(CLOCK_MONOTONIC);
 	struct pages_out o = {.fd = -1, .runs = g_array_new(FALSE, FALSE, sizeof(struct umi_run)),
-			      .buf = g_malloc(OUTBUF)};
+			      .bufs = {g_malloc(OUTBUF), g_malloc(OUTBUF)}};
+	o.buf = o.bufs[0];
 	int ret = 0;
 	bool stopped = false;
 	if (with_memory) {
@@ -382,7 +479,8 @@ int cmd_dump(int argc, char **argv)
 		       (t_state - t0) / 1e6, (t_mem - t_state) / 1e6, (t_done - t_mem) / 1e6);
 	}
 	g_array_free(o.runs, TRUE);
-	g_free(o.buf);
+	g_free(o.bufs[0]);
+	g_free(o.bufs[1]);
 	um_state_free(&st);
 	free(blob);
 	return ret;

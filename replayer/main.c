@@ -55,7 +55,7 @@ static int cmd_check(const char *dir)
 			size_t len = r->npages * UM_PAGE_SIZE;
 			char *buf = malloc(len);
 			if (!buf || pread(d.pages_fd, buf, len, (off_t)r->offset) != (ssize_t)len ||
-			    umi_crc32(0, buf, len) != r->crc) {
+			    umi_run_hash(buf, r->npages) != r->crc) {
 				fprintf(stderr, "uffd-replay check: %s: page data of run %zu is %s\n",
 					dir, i, buf ? "corrupt (checksum mismatch)" : "unreadable");
 				bad++;
