@@ -1,8 +1,10 @@
 /* shim_maps.c - what backs a range (/proc/self/maps) and which of its pages
  * the kernel holds write-protected (/proc/self/pagemap bit 57).  Parsed by
  * hand into caller memory: no stdio, no malloc. */
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -41,6 +43,8 @@ static void skip_spaces(const char **p)
 		(*p)++;
 }
 
+static void classify(struct um_mapping *m);
+
 /* One line of /proc/self/maps into m; returns false if malformed. */
 static bool parse_line(const char *p, struct um_mapping *m)
 {
@@ -72,6 +76,13 @@ static bool parse_line(const char *p, struct um_mapping *m)
 		n = sizeof(m->name) - 1;
 	memcpy(m->name, p, n);
 	m->name[n] = 0;
+	classify(m);
+	return true;
+}
+
+/* What backs a mapping, from its name, sharing and inode. */
+static void classify(struct um_mapping *m)
+{
 	m->pagesize = UM_PAGE_SIZE;
 	if (m->ino == 0 && !m->shared)
 		m->backing = UM_BACKING_ANON;
@@ -89,7 +100,6 @@ static bool parse_line(const char *p, struct um_mapping *m)
 		m->backing = UM_BACKING_FILE;
 	if (m->backing == UM_BACKING_HUGETLB)
 		m->pagesize = 2 * 1024 * 1024;
-	return true;
 }
 
 /* The devices of the kernel's internal hugetlbfs mounts (MFD_HUGETLB and
@@ -137,11 +147,74 @@ static void hugetlb_by_dev(struct um_mapping *m)
 		}
 }
 
+/* PROCMAP_QUERY (linux/fs.h, 6.11+): one VMA per ioctl on /proc/self/maps,
+ * O(log VMAs) instead of reading the whole file for every REGISTER. */
+struct procmap_query_compat {
+	uint64_t size, query_flags, query_addr, vma_start, vma_end, vma_flags;
+	uint64_t vma_page_size, vma_offset, inode;
+	uint32_t dev_major, dev_minor, vma_name_size, build_id_size;
+	uint64_t vma_name_addr, build_id_addr;
+};
+_Static_assert(sizeof(struct procmap_query_compat) == 104, "procmap_query is 104 bytes");
+#define PROCMAP_QUERY_COMPAT _IOWR('f', 17, struct procmap_query_compat)
+#define PMQ_SHARED 0x08
+#define PMQ_COVERING_OR_NEXT 0x10
+
+static int query_unsupported; /* the kernel said ENOTTY/EINVAL once */
+
+/* Fills out[] by queries; returns the count, or -1 if the kernel lacks it. */
+static long maps_query(int fd, uint64_t start, uint64_t end, struct um_mapping *out, size_t cap)
+{
+	size_t n = 0;
+	for (uint64_t addr = start; addr < end && n < cap;) {
+		char name[sizeof(out->name) + 192];
+		struct procmap_query_compat q = {.size = sizeof(q), .query_flags = PMQ_COVERING_OR_NEXT,
+						 .query_addr = addr, .vma_name_size = sizeof(name),
+						 .vma_name_addr = (uint64_t)name};
+		long r = RAW3(SYS_ioctl, fd, PROCMAP_QUERY_COMPAT, &q);
+		if (r == -ENOENT)
+			break;
+		if (r < 0)
+			return n == 0 && (r == -ENOTTY || r == -EINVAL) ? -1 : (long)n;
+		if (q.vma_start >= end)
+			break;
+		struct um_mapping *m = &out[n++];
+		memset(m, 0, sizeof(*m));
+		m->start = q.vma_start;
+		m->end = q.vma_end;
+		m->prot = (uint32_t)(q.vma_flags & (PROT_READ | PROT_WRITE | PROT_EXEC));
+		m->shared = (q.vma_flags & PMQ_SHARED) != 0;
+		m->offset = q.vma_offset;
+		m->dev = makedev(q.dev_major, q.dev_minor);
+		m->ino = q.inode;
+		size_t nl = q.vma_name_size ? strnlen(name, sizeof(name)) : 0;
+		if (nl >= sizeof(m->name))
+			nl = sizeof(m->name) - 1;
+		memcpy(m->name, name, nl);
+		m->name[nl] = 0;
+		classify(m);
+		if (q.vma_page_size > UM_PAGE_SIZE) { /* the kernel says: huge pages */
+			m->backing = UM_BACKING_HUGETLB;
+			m->pagesize = (uint32_t)q.vma_page_size;
+		}
+		addr = q.vma_end;
+	}
+	return (long)n;
+}
+
 size_t shim_maps_read(uint64_t start, uint64_t end, struct um_mapping *out, size_t cap)
 {
 	int fd = (int)RAW4(SYS_openat, AT_FDCWD, "/proc/self/maps", O_RDONLY | O_CLOEXEC, 0);
 	if (fd < 0)
 		return 0;
+	if (!__atomic_load_n(&query_unsupported, __ATOMIC_RELAXED)) {
+		long q = maps_query(fd, start, end, out, cap);
+		if (q >= 0) {
+			RAW1(SYS_close, fd);
+			return (size_t)q;
+		}
+		__atomic_store_n(&query_unsupported, 1, __ATOMIC_RELAXED);
+	}
 	char buf[4096];
 	size_t have = 0, n = 0;
 	bool done = false;
