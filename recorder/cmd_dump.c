@@ -192,15 +192,53 @@ static int writer_finish(struct pages_out *o)
 	return rc;
 }
 
-/* Read the present pages of [start, end) of pid into o: per window of
- * BATCH_PAGES pages, one pagemap read and one process_vm_readv straight into
- * the output buffer (zero pages are then squeezed out). */
+/* Present pages waiting to be read: collected across ranges, read with one
+ * process_vm_readv per BATCH_PAGES pages straight into the output buffer. */
+static struct {
+	struct iovec riov[BATCH_PAGES];
+	uint64_t addrs[BATCH_PAGES];
+	uint32_t uffds[BATCH_PAGES];
+	size_t nr, m;
+} batch;
+
+static int batch_flush(pid_t pid, struct pages_out *o, char *err, size_t errlen)
+{
+	size_t m = batch.m;
+	if (!m)
+		return 0;
+	if (OUTBUF - o->buffered < m * UM_PAGE_SIZE && flush_out(o) < 0) {
+		snprintf(err, errlen, "writing %s: %s", UMI_PAGES_FILE, strerror(errno));
+		return -1;
+	}
+	struct iovec l = {o->buf + o->buffered, m * UM_PAGE_SIZE};
+	ssize_t got = process_vm_readv(pid, &l, 1, batch.riov, batch.nr, 0);
+	if (got != (ssize_t)l.iov_len) {
+		snprintf(err, errlen, "reading memory of pid %d near %#llx: %s", pid,
+			 (unsigned long long)batch.addrs[0], got < 0 ? strerror(errno) : "short read");
+		return -1;
+	}
+	uint8_t *p = o->buf + o->buffered, *batch_end = p + m * UM_PAGE_SIZE;
+	for (size_t k = 0; k < m; k++) {
+		bool zero = is_zero((const uint64_t *)p);
+		account_page(o, batch.uffds[k], batch.addrs[k], p, zero);
+		if (zero) { /* squeeze it out of the buffer */
+			memmove(p, p + UM_PAGE_SIZE, (size_t)(batch_end - p - UM_PAGE_SIZE));
+			batch_end -= UM_PAGE_SIZE;
+		} else {
+			p += UM_PAGE_SIZE;
+			o->buffered += UM_PAGE_SIZE;
+		}
+	}
+	batch.m = batch.nr = 0;
+	return 0;
+}
+
+/* Queue the present pages of [start, end) of pid (one pagemap read per
+ * BATCH_PAGES pages). */
 static int dump_range(pid_t pid, int pagemap, uint32_t uffd, uint64_t start, uint64_t end,
 		      struct pages_out *o, char *err, size_t errlen)
 {
 	static uint64_t ent[BATCH_PAGES];
-	static struct iovec riov[BATCH_PAGES];
-	static uint64_t addrs[BATCH_PAGES];
 	for (uint64_t a = start; a < end;) {
 		uint64_t n = (end - a) / UM_PAGE_SIZE;
 		if (n > BATCH_PAGES)
@@ -211,46 +249,23 @@ static int dump_range(pid_t pid, int pagemap, uint32_t uffd, uint64_t start, uin
 				 r < 0 ? strerror(errno) : "short read");
 			return -1;
 		}
-		size_t nr = 0, m = 0;
 		for (uint64_t i = 0; i < n; i++) {
 			if (!((ent[i] >> PM_BIT_PRESENT & 1) || (ent[i] >> PM_BIT_SWAPPED & 1)))
 				continue;
 			uint64_t pa = a + i * UM_PAGE_SIZE;
-			addrs[m++] = pa;
-			if (nr && (uint64_t)riov[nr - 1].iov_base + riov[nr - 1].iov_len == pa)
-				riov[nr - 1].iov_len += UM_PAGE_SIZE;
+			struct iovec *last = batch.nr ? &batch.riov[batch.nr - 1] : NULL;
+			if (last && (uint64_t)last->iov_base + last->iov_len == pa)
+				last->iov_len += UM_PAGE_SIZE;
 			else
-				riov[nr++] = (struct iovec){(void *)pa, UM_PAGE_SIZE};
+				batch.riov[batch.nr++] = (struct iovec){(void *)pa, UM_PAGE_SIZE};
+			batch.addrs[batch.m] = pa;
+			batch.uffds[batch.m++] = uffd;
+			if (batch.m == BATCH_PAGES && batch_flush(pid, o, err, errlen) < 0)
+				return -1;
 		}
 		a += n * UM_PAGE_SIZE;
-		if (!m)
-			continue;
-		if (OUTBUF - o->buffered < m * UM_PAGE_SIZE && flush_out(o) < 0)
-			goto write_error;
-		struct iovec l = {o->buf + o->buffered, m * UM_PAGE_SIZE};
-		ssize_t got = process_vm_readv(pid, &l, 1, riov, nr, 0);
-		if (got != (ssize_t)l.iov_len) {
-			snprintf(err, errlen, "reading memory of pid %d near %#llx: %s", pid,
-				 (unsigned long long)addrs[0], got < 0 ? strerror(errno) : "short read");
-			return -1;
-		}
-		uint8_t *p = o->buf + o->buffered, *batch_end = p + m * UM_PAGE_SIZE;
-		for (size_t k = 0; k < m; k++) {
-			bool zero = is_zero((const uint64_t *)p);
-			account_page(o, uffd, addrs[k], p, zero);
-			if (zero) { /* squeeze it out of the buffer */
-				memmove(p, p + UM_PAGE_SIZE, (size_t)(batch_end - p - UM_PAGE_SIZE));
-				batch_end -= UM_PAGE_SIZE;
-			} else {
-				p += UM_PAGE_SIZE;
-				o->buffered += UM_PAGE_SIZE;
-			}
-		}
 	}
 	return 0;
-write_error:
-	snprintf(err, errlen, "writing %s: %s", UMI_PAGES_FILE, strerror(errno));
-	return -1;
 }
 
 static int cmp_range_start(const void *a, const void *b)
@@ -295,6 +310,9 @@ static int dump_memory(pid_t pid, const struct um_state *st, const char *dir,
 		uint64_t *e = (uint64_t *)rs->data + i * 3;
 		rc = dump_range(pid, pm, (uint32_t)e[2], e[0], e[1], o, err, errlen);
 	}
+	if (rc == 0)
+		rc = batch_flush(pid, o, err, errlen);
+	batch.m = batch.nr = 0;
 	g_array_free(rs, TRUE);
 	close(pm);
 	if (writer_finish(o) < 0 && rc == 0) {

@@ -197,11 +197,26 @@ static void map_range(const struct um_range *r)
 		       m_str(&m_, ")"));
 }
 
-static void fill_pages(const struct umi_image *img, int pages_fd)
+/* Runs in private anonymous ranges are filled after REGISTER, with
+ * UFFDIO_COPY straight from the pages file (fill_by_copy): the kernel
+ * allocates each page and copies into it, with no zeroing pass and no page
+ * fault per page.  The others (shmem, hugetlb, files) are read in before the
+ * range is registered. */
+static bool filled_by_copy(const struct um_state *st, const struct umi_run *r)
+{
+	const struct um_uffd *u = um_uffd_by_id(st, r->uffd_id);
+	const struct um_range *rg = u ? um_range_find(u, r->addr) : NULL;
+	return rg && rg->map.backing == UM_BACKING_ANON && !rg->map.shared;
+}
+
+static void fill_pages(const struct umi_image *img, int pages_fd, const struct um_state *st,
+		       const uint8_t *src)
 {
 	for (size_t i = 0; i < img->nruns; i++) {
 		const struct umi_run *r = &img->runs[i];
 		uint64_t len = r->npages * UM_PAGE_SIZE;
+		if (src && filled_by_copy(st, r))
+			continue;
 		if (r->kind == UMI_RUN_ZERO) {
 			/* present but zero: make the pages present */
 			RAW3(SYS_madvise, r->addr, len, 23 /* MADV_POPULATE_WRITE */);
@@ -276,6 +291,53 @@ static int create_uffd(const struct um_uffd *u)
 }
 
 /* No memory run of the image fills a page of [start, end)? */
+/* The runs of uffd u that fill_pages left for UFFDIO_COPY. */
+static void fill_by_copy(const struct um_uffd *u, int fd, const struct umi_image *img,
+			 const struct um_state *st, const uint8_t *src)
+{
+	for (size_t i = 0; src && i < img->nruns; i++) {
+		const struct umi_run *r = &img->runs[i];
+		if (r->uffd_id != u->id || !filled_by_copy(st, r))
+			continue;
+		uint64_t len = r->npages * UM_PAGE_SIZE;
+		if (r->kind == UMI_RUN_ZERO) {
+			struct uffdio_zeropage z = {.range = {r->addr, len},
+						    .mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE};
+			for (;;) {
+				z.zeropage = 0;
+				long e = RAW3(SYS_ioctl, fd, UFFDIO_ZEROPAGE, &z);
+				if (e == 0)
+					break;
+				if (e != -EAGAIN || z.zeropage <= 0)
+					REFUSE(m_str(&m_, "UFFDIO_ZEROPAGE of run "); m_dec(&m_, i);
+					       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-e);
+					       m_str(&m_, ")"));
+				z.range.start += (uint64_t)z.zeropage;
+				z.range.len -= (uint64_t)z.zeropage;
+			}
+			continue;
+		}
+		if (umi_run_hash(src + r->offset, r->npages) != r->crc)
+			REFUSE(m_str(&m_, "page data of run "); m_dec(&m_, i);
+			       m_str(&m_, " is corrupt (checksum mismatch)"));
+		struct uffdio_copy c = {.dst = r->addr, .src = (uint64_t)(src + r->offset),
+					.len = len, .mode = UFFDIO_COPY_MODE_DONTWAKE};
+		for (;;) {
+			c.copy = 0;
+			long e = RAW3(SYS_ioctl, fd, UFFDIO_COPY, &c);
+			if (e == 0)
+				break;
+			if (e != -EAGAIN || c.copy <= 0)
+				REFUSE(m_str(&m_, "UFFDIO_COPY of run "); m_dec(&m_, i);
+				       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-e);
+				       m_str(&m_, ")"));
+			c.dst += (uint64_t)c.copy;
+			c.src += (uint64_t)c.copy;
+			c.len -= (uint64_t)c.copy;
+		}
+	}
+}
+
 static bool filled_none(const struct umi_image *img, uint64_t start, uint64_t end)
 {
 	size_t lo = 0, hi = img->nruns; /* first run that ends after start */
@@ -296,7 +358,8 @@ static bool same_anon_range(const struct um_uffd *u, uint64_t start, uint64_t en
 	return r && end <= r->end && r->map.backing == UM_BACKING_ANON && !r->map.shared;
 }
 
-static void restore_uffd(struct um_uffd *u, const struct umi_image *img)
+static void restore_uffd(struct um_uffd *u, const struct umi_image *img,
+			 const struct um_state *st, const uint8_t *src)
 {
 	int tmp = fd_out_of_way(create_uffd(u));
 	for (int j = 0; j < u->nfds; j++) {
@@ -328,6 +391,7 @@ static void restore_uffd(struct um_uffd *u, const struct umi_image *img)
 			       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-r); m_str(&m_, ")"));
 		u->ranges[k].ioctls = reg.ioctls;
 	}
+	fill_by_copy(u, fd, img, st, src);
 	/* One WRITEPROTECT per run of protected pages; on private anonymous
 	 * memory without WP_UNPOPULATED the kernel protects present pages only,
 	 * so runs there are joined across gaps that hold no restored page. */
@@ -371,9 +435,9 @@ static void restore_uffd(struct um_uffd *u, const struct umi_image *img)
 			}
 		}
 	}
-	struct stat st;
-	if (RAW2(SYS_fstat, fd, &st) == 0)
-		u->ino = st.st_ino;
+	struct stat fst;
+	if (RAW2(SYS_fstat, fd, &fst) == 0)
+		u->ino = fst.st_ino;
 	u->origin = UM_ORIGIN_RESTORED;
 	u->mm_pid = G.pid;
 	u->npending = 0; /* the faulting threads fault again in the new process */
@@ -409,7 +473,14 @@ void shim_restore_from_env(void)
 	for (uint32_t i = 0; i < st.nuffds; i++)
 		for (uint32_t k = 0; k < st.uffds[i]->nranges; k++)
 			map_range(&st.uffds[i]->ranges[k]);
-	fill_pages(&img, pages_fd);
+	/* The pages file, mapped as the source of UFFDIO_COPY. */
+	const uint8_t *src = NULL;
+	if (pages_fd >= 0 && plen) {
+		long m = RAW6(SYS_mmap, 0, plen, PROT_READ, MAP_PRIVATE, pages_fd, 0);
+		if (m > 0 || m < -4095)
+			src = (const uint8_t *)m;
+	}
+	fill_pages(&img, pages_fd, &st, src);
 	for (uint32_t i = 0; i < st.nuffds; i++)
 		for (uint32_t k = 0; k < st.uffds[i]->nranges; k++) {
 			const struct um_range *r = &st.uffds[i]->ranges[k];
@@ -417,7 +488,9 @@ void shim_restore_from_env(void)
 				RAW3(SYS_mprotect, r->start, r->end - r->start, r->map.prot);
 		}
 	for (uint32_t i = 0; i < st.nuffds; i++)
-		restore_uffd(st.uffds[i], &img);
+		restore_uffd(st.uffds[i], &img, &st, src);
+	if (src)
+		RAW2(SYS_munmap, src, plen);
 	if (pages_fd >= 0)
 		RAW1(SYS_close, pages_fd);
 	um_free(sbuf, slen);
