@@ -306,9 +306,20 @@ static int dump_memory(pid_t pid, const struct um_state *st, const char *dir,
 	int rc = writer_start(o);
 	if (rc < 0)
 		snprintf(err, errlen, "cannot start the writer thread");
-	for (guint i = 0; i < rs->len && rc == 0; i++) {
+	for (guint i = 0; i < rs->len && rc == 0;) {
+		/* Adjacent ranges of one uffd are walked as one span: fewer,
+		 * larger pagemap reads. */
 		uint64_t *e = (uint64_t *)rs->data + i * 3;
-		rc = dump_range(pid, pm, (uint32_t)e[2], e[0], e[1], o, err, errlen);
+		uint64_t end = e[1];
+		guint j = i + 1;
+		for (; j < rs->len; j++) {
+			uint64_t *f = (uint64_t *)rs->data + j * 3;
+			if (f[0] != end || f[2] != e[2])
+				break;
+			end = f[1];
+		}
+		rc = dump_range(pid, pm, (uint32_t)e[2], e[0], end, o, err, errlen);
+		i = j;
 	}
 	if (rc == 0)
 		rc = batch_flush(pid, o, err, errlen);
