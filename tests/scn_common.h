@@ -9,44 +9,6 @@
 
 #ifndef PG
 #define PG 4096UL
-/* uffd-wp bits (pagemap bit 57) of npages pages at addr. */
-__attribute__((unused)) static int pm_wp_count(const void *addr, int npages)
-{
-	int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC), n = 0;
-	for (int i = 0; fd >= 0 && i < npages; i++) {
-		uint64_t e = 0;
-		if (pread(fd, &e, 8, ((uint64_t)addr / PG + i) * 8) == 8)
-			n += (e >> PM_BIT_UFFD_WP) & 1;
-	}
-	if (fd >= 0)
-		close(fd);
-	return n;
-}
-
-/* The model's WP pages in [addr, addr + npages) = the kernel's = want. */
-__attribute__((unused)) static void wp_matches(int uffd, const void *addr, int npages, int want, const char *label)
-{
-	struct juffd u;
-	int k = pm_wp_count(addr, npages), m = -1;
-	if (js_load(label) == 0 && ju_fd(uffd, &u)) {
-		m = 0;
-		const char *p = jkey(u.obj, u.end, "wp_runs");
-		while (p && (p = jkey(p, u.end, "start"))) {
-			uint64_t s = strtoull(p, NULL, 10), e = (uint64_t)jnum(p, u.end, "end");
-			uint64_t lo = (uint64_t)addr, hi = lo + npages * PG;
-			if (s < lo)
-				s = lo;
-			if (e > hi)
-				e = hi;
-			if (e > s)
-				m += (int)((e - s) / PG);
-			p = jkey(p, u.end, "pages");
-		}
-	}
-	is_int(k, want, "%s: kernel pagemap has %d WP pages", label, want);
-	is_int(m, k, "%s: model WP pages = kernel pagemap WP pages", label);
-}
-
 #endif
 
 /* ---- `status --json` of this process, one uffd object at a time ---- */
