@@ -79,6 +79,13 @@ $(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIBMODEL)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -Itests -o $@ $< $(LIBMODEL) -lpthread
 
+# Tests of the tools' common code (tools/common) link it, and glib.
+TOOLLIB_TESTS := $(B)/tests/chain_format_test
+$(TOOLLIB_TESTS): $(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(TOOLLIB_OBJ) $(LIBMODEL)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(GLIB_CFLAGS) -Itests -Itools/common -o $@ $< $(TOOLLIB_OBJ) \
+	  $(LIBMODEL) $(GLIB_LIBS) -lpthread
+
 $(B)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $< -lpthread -lm

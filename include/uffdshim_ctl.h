@@ -30,6 +30,17 @@ enum uctl_op {
 			     * UCTL_RESUME or the connection closes; reply
 			     * payload: the state blob, taken while held */
 	UCTL_RESUME = 5,
+	/* Dirty tracking (one monitor at a time; docs/design.md "Dirty
+	 * tracking").  The connecting process becomes the monitor: when it
+	 * exits, the shim stops tracking and releases every page it held. */
+	UCTL_TRACK_START = 6, /* req: struct uctl_track_req (+ ranges); reply:
+			       * struct uctl_track_rep + ranges (epoch 0) */
+	UCTL_TRACK_CUT = 7,   /* end an epoch: reply: rep + ranges + dirty runs
+			       * (pages changed since the previous cut or start;
+			       * every tracked page is protected again) */
+	UCTL_TRACK_STOP = 8,  /* release everything; reply: no payload */
+	UCTL_TRACK_INFO = 9,  /* reply: rep + ranges (no cut); -ENOENT when
+			       * nothing is tracked */
 };
 
 struct uctl_hdr {
@@ -46,6 +57,53 @@ struct uctl_ping {
 	uint32_t nuffds;
 	char shim_version[32];
 	char trace_path[256]; /* "" when not tracing */
+};
+
+/* UCTL_TRACK_START request: flags, then nsel selected [start, end) pairs
+ * (none: every private writable mapping). */
+#define UCTL_TRACK_MAX_SEL 64
+struct uctl_track_req {
+	uint32_t flags;       /* reserved, 0 */
+	uint32_t nsel;
+	/* uint64_t sel[nsel][2] follows */
+};
+
+struct uctl_track_rep {
+	uint32_t epoch;       /* 0 after START, then 1, 2, ... per CUT */
+	uint32_t nranges;     /* struct uctl_track_range that follow */
+	uint64_t nruns;       /* then struct uctl_track_run */
+	int32_t monitor_pid;
+	int32_t async_fd;     /* the shim's WP_ASYNC uffd in the target, -1 */
+	uint64_t wp_ns;       /* time spent protecting / scanning in the shim */
+};
+
+enum uctl_track_mode {
+	UCTL_TM_ASYNC = 1,    /* the shim's own uffd, UFFD_FEATURE_WP_ASYNC */
+	UCTL_TM_SYNC = 2,     /* WP added to the app's own registration: its WP
+			       * faults are taken and resolved by the shim */
+	UCTL_TM_ALL = 3,      /* could not be protected: every present page is
+			       * reported at every cut */
+};
+enum uctl_track_kind {
+	UCTL_TK_ANON = 1, UCTL_TK_HEAP = 2, UCTL_TK_STACK = 3, UCTL_TK_FILE = 4,
+	UCTL_TK_OTHER = 5,
+};
+#define UCTL_TR_NEW 1u        /* new since the previous cut: save it whole */
+
+struct uctl_track_range {
+	uint64_t start, end;
+	uint32_t prot;        /* PROT_* */
+	uint32_t kind;        /* enum uctl_track_kind */
+	uint32_t mode;        /* enum uctl_track_mode */
+	uint32_t flags;       /* UCTL_TR_* */
+	uint32_t carrier_id;  /* SYNC: model id of the app uffd carrying WP */
+	uint32_t reserved;
+	char name[64];
+};
+
+struct uctl_track_run {
+	uint64_t start;       /* page aligned */
+	uint64_t npages;
 };
 
 #endif

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -30,6 +31,22 @@
 #define BATCH_PAGES 256
 
 #define OUTBUF (4u << 20)
+
+/* The output buffers are page aligned (mmap), never malloc'd: the kernel's
+ * copy of process_vm_readv into a buffer that is not aligned as the pages
+ * are (malloc returns 16-byte aligned memory) ran at less than half the
+ * speed (1.5 against 3.5 GB/s on an AMD EPYC VM, the dump's main cost). */
+static uint8_t *outbuf_alloc(void)
+{
+	void *p = mmap(NULL, OUTBUF, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void outbuf_free(uint8_t *p)
+{
+	if (p)
+		munmap(p, OUTBUF);
+}
 
 /* Page data is written by a second thread while the next batch is read and
  * hashed: two buffers, handed over one at a time. */
@@ -433,8 +450,18 @@ int cmd_dump(int argc, char **argv)
 	}
 	uint64_t t_state = now_ns(CLOCK_MONOTONIC);
 	struct pages_out o = {.fd = -1, .runs = g_array_new(FALSE, FALSE, sizeof(struct umi_run)),
-			      .bufs = {g_malloc(OUTBUF), g_malloc(OUTBUF)}};
+			      .bufs = {outbuf_alloc(), outbuf_alloc()}};
 	o.buf = o.bufs[0];
+	if (with_memory && (!o.bufs[0] || !o.bufs[1])) {
+		fprintf(stderr, "uffd-record dump: out of memory for the page buffers\n");
+		g_array_free(o.runs, TRUE);
+		outbuf_free(o.bufs[0]);
+		outbuf_free(o.bufs[1]);
+		um_state_free(&st);
+		free(blob);
+		uctl_close(&c); /* closing the connection resumes the app */
+		return 1;
+	}
 	int ret = 0;
 	bool stopped = false;
 	if (with_memory) {
@@ -508,8 +535,8 @@ int cmd_dump(int argc, char **argv)
 		       (t_state - t0) / 1e6, (t_mem - t_state) / 1e6, (t_done - t_mem) / 1e6);
 	}
 	g_array_free(o.runs, TRUE);
-	g_free(o.bufs[0]);
-	g_free(o.bufs[1]);
+	outbuf_free(o.bufs[0]);
+	outbuf_free(o.bufs[1]);
 	um_state_free(&st);
 	free(blob);
 	return ret;

@@ -29,6 +29,7 @@
 #include "commands.h"
 #include "ctl_client.h"
 #include "foreign.h"
+#include "track_status.h"
 #include "procfs.h"
 #include "status_print.h"
 #include "verify.h"
@@ -228,7 +229,16 @@ int cmd_status(int argc, char **argv)
 		return rc == UCTL_R_DENIED ? EX_UNAVAILABLE : EX_ERROR;
 	}
 
-	/* Ask. */
+	/* Ask: dirty tracking first (not allowed while quiesced). */
+	struct track_info trk;
+	if (track_info_fetch(&conn, &trk) < 0) { /* an older shim closed on it */
+		uctl_close(&conn);
+		rc = uctl_connect(&conn, sock_pid, timeout_ms, err, sizeof(err));
+		if (rc != UCTL_R_OK) {
+			fprintf(stderr, "uffd-record: pid %d: %s\n", (int)pid, err);
+			return EX_ERROR;
+		}
+	}
 	struct um_state st;
 	int32_t status = 0;
 	bool quiesced = false;
@@ -291,7 +301,8 @@ int cmd_status(int argc, char **argv)
 	if (opt_verify) {
 		struct um_state foreign;
 		gather_foreign_uffds(pid, &foreign);
-		vrc = verify_state_with(&st, &foreign, pid, &vr);
+		struct verify_tracking ov = track_info_overlay(&trk);
+		vrc = verify_state_tracked(&st, &foreign, &ov, pid, &vr);
 		um_state_free(&foreign);
 	}
 	if (quiesced) {
@@ -312,9 +323,16 @@ int cmd_status(int argc, char **argv)
 	GString *o = g_string_new(NULL);
 	if (opt_json) {
 		status_print_json(o, &st, &info, opt_verify ? &vr : NULL);
+		/* add "tracking" to the object ("...}\n") */
+		g_string_truncate(o, o->len - 2);
+		g_string_append_c(o, ',');
+		track_info_json(o, &trk);
+		g_string_append(o, "}\n");
 	} else {
 		status_print_text(o, &st, &info);
+		track_info_text(o, &trk);
 	}
+	track_info_free(&trk);
 	fputs(o->str, stdout);
 	g_string_free(o, TRUE);
 	if (opt_verify && !opt_json) {

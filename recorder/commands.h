@@ -9,6 +9,7 @@ int cmd_status(int argc, char **argv); /* cmd_status.c */
 int cmd_report(int argc, char **argv); /* cmd_report.c */
 int cmd_dump(int argc, char **argv);   /* cmd_dump.c */
 int cmd_show(int argc, char **argv);   /* cmd_show.c */
+int cmd_track(int argc, char **argv);  /* cmd_track.c */
 
 /* trace_merge.c: merge the per-process segments "<trace_path>.<pid>" that a
  * run left into one sorted trace at trace_path, then delete the segments.

@@ -21,6 +21,10 @@ const char *uctl_op_name(uint32_t op)
 	case UCTL_UFFD_BY_INO: return "UFFD_BY_INO";
 	case UCTL_QUIESCE: return "QUIESCE";
 	case UCTL_RESUME: return "RESUME";
+	case UCTL_TRACK_START: return "TRACK_START";
+	case UCTL_TRACK_CUT: return "TRACK_CUT";
+	case UCTL_TRACK_STOP: return "TRACK_STOP";
+	case UCTL_TRACK_INFO: return "TRACK_INFO";
 	default: return "?";
 	}
 }

@@ -22,6 +22,8 @@ static const struct {
 	{"status", cmd_status, "status PID [--json] [--verify]  print the uffd state of a live shimmed process"},
 	{"report", cmd_report, "report FILE [--json] [--top N]   summarise a trace"},
 	{"dump", cmd_dump, "dump PID -D DIR [--leave-running|--kill] [--with-memory]  checkpoint the uffd state"},
+	{"track", cmd_track, "track PID -D DIR [--interval MS] [--iterations N] [--step] [--range A-B]... [--verify]\n"
+	 "                                   dirty-track memory with uffd-WP into an image chain"},
 	{"show", cmd_show, "show DIR [--json]                 print a checkpoint image"},
 	{"merge-trace", cmd_merge_trace, NULL},
 };

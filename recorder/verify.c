@@ -11,6 +11,7 @@
 #include "procfs.h"
 #include "uffd_compat.h"
 #include "um_model.h"
+#include "uffdshim_ctl.h"
 #include "verify.h"
 
 /* The kernel's UFFD_FEATURE_INITIALIZED: set in ctx->features (and so in the
@@ -204,10 +205,36 @@ static void bad_flush(struct verify_report *r, struct bad *p, const struct seg *
 	}
 }
 
+/* The tracking overlay of the current verify_state_tracked call (tools are
+ * single threaded; NULL outside it). */
+static const struct verify_tracking *trk_now;
+
+/* The tracked range holding addr in the given mode, or NULL. */
+static const struct uctl_track_range *trk_at(uint64_t addr, uint32_t mode)
+{
+	if (!trk_now)
+		return NULL;
+	long lo = 0, hi = (long)trk_now->nranges - 1;
+	while (lo <= hi) {
+		long mid = (lo + hi) / 2;
+		const struct uctl_track_range *t = &trk_now->ranges[mid];
+		if (addr < t->start)
+			hi = mid - 1;
+		else if (addr >= t->end)
+			lo = mid + 1;
+		else
+			return t->mode == mode ? t : NULL;
+	}
+	return NULL;
+}
+
 static void interval(struct verify_report *r, struct bad *p, const struct seg *segs,
 		     const struct pf_vmas *vs, uint64_t a, uint64_t b, bool mapped, uint32_t k,
 		     long si, long vi)
 {
+	/* The shim's dirty-tracking uffd registered this (WP). */
+	if (si < 0 && (k & PF_VM_UFFD_MASK) == PF_VM_UW && trk_at(a, UCTL_TM_ASYNC))
+		k &= ~PF_VM_UW;
 	uint32_t m = si >= 0 ? segs[si].modes : 0;
 	uint32_t id = si >= 0 ? segs[si].uffd : 0;
 	if (k == m && (mapped || !m)) {
@@ -407,7 +434,13 @@ static int check_pagemap_piece(struct wpctx *c, int pm, uint64_t start, uint64_t
 			memset(mbuf + ((rs - cs) >> UM_PAGE_SHIFT), 1, (re - rs) >> UM_PAGE_SHIFT);
 		for (uint64_t i = 0; i < np; i++) {
 			int kb = (int)PF_PM_UFFD_WP(ebuf[i]), mb = mbuf[i];
-			wp_page(c, cs + (i << UM_PAGE_SHIFT), kb == mb ? 0 : mb ? 1 : 2);
+			uint64_t a = cs + (i << UM_PAGE_SHIFT);
+			/* Dirty tracking may hold more pages of the app's WP ranges. */
+			if (kb && !mb && trk_at(a, UCTL_TM_SYNC)) {
+				c->r->tracked_wp++;
+				kb = 0;
+			}
+			wp_page(c, a, kb == mb ? 0 : mb ? 1 : 2);
 		}
 		c->r->npages += np;
 		cs = ce;
@@ -688,6 +721,11 @@ static int check_unknown_fds(const struct um_state *st, pid_t pid, struct verify
 			continue;
 		if (um_uffd_by_fd(st, fds[i]))
 			continue;
+		if (trk_now && fds[i] == trk_now->async_fd) {
+			add(r, VK_NOTE, VC_FDS, 0, "fd %d is the shim's dirty-tracking uffd "
+			    "(WP_ASYNC, invisible to the app)", fds[i]);
+			continue;
+		}
 		uint64_t ino = 0;
 		char who[96] = "";
 		if (pf_fd_ino(pid, fds[i], &ino) == 0) {
@@ -708,8 +746,33 @@ int verify_state(const struct um_state *st, pid_t pid, struct verify_report *r)
 	return verify_state_with(st, NULL, pid, r);
 }
 
+static int verify_state_impl(const struct um_state *st, const struct um_state *foreign,
+			     pid_t pid, struct verify_report *r);
+
+int verify_state_tracked(const struct um_state *st, const struct um_state *foreign,
+			 const struct verify_tracking *trk, pid_t pid, struct verify_report *r)
+{
+	trk_now = trk && trk->nranges ? trk : NULL;
+	const struct verify_tracking none = {.async_fd = trk ? trk->async_fd : -1};
+	if (!trk_now && trk)
+		trk_now = &none;
+	int rc = verify_state_impl(st, foreign, pid, r);
+	if (rc >= 0 && trk_now && trk_now->nranges)
+		add(r, VK_NOTE, VC_PAGEMAP, 0, "dirty tracking is on (%u ranges): the shim's own "
+		    "WP registrations and %" PRIu64 " extra WP page%s on the app's WP ranges were "
+		    "accounted for", trk_now->nranges, r->tracked_wp, r->tracked_wp == 1 ? "" : "s");
+	trk_now = NULL;
+	return rc;
+}
+
 int verify_state_with(const struct um_state *st, const struct um_state *foreign, pid_t pid,
 		      struct verify_report *r)
+{
+	return verify_state_tracked(st, foreign, NULL, pid, r);
+}
+
+static int verify_state_impl(const struct um_state *st, const struct um_state *foreign,
+			     pid_t pid, struct verify_report *r)
 {
 	memset(r, 0, sizeof(*r));
 	r->nuffds = st->nuffds;

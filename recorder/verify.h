@@ -65,6 +65,7 @@ struct verify_report {
 	unsigned nuffds;         /* uffds checked */
 	unsigned nranges;        /* ranges checked against smaps */
 	uint64_t npages;         /* pages checked against pagemap */
+	uint64_t tracked_wp;     /* WP pages held by dirty tracking, not the app */
 	bool failed;             /* could not check: see error/err_errno */
 	int err_errno;
 	char error[256];
@@ -79,6 +80,18 @@ int verify_state(const struct um_state *st, pid_t pid, struct verify_report *r);
  * foreign.h) included in the smaps and pagemap checks. */
 int verify_state_with(const struct um_state *st, const struct um_state *foreign, pid_t pid,
 		      struct verify_report *r);
+/* What dirty tracking (UCTL_TRACK_INFO) adds on top of the app's uffds: the
+ * shim's own WP_ASYNC uffd (an fd the model does not list, "uw" on the ranges
+ * it registered) and extra WP bits on the app's WP ranges ("sync").  With it,
+ * verify checks that the kernel holds the model's state plus exactly that. */
+struct uctl_track_range;
+struct verify_tracking {
+	int async_fd;                          /* -1: none */
+	const struct uctl_track_range *ranges; /* sorted */
+	uint32_t nranges;
+};
+int verify_state_tracked(const struct um_state *st, const struct um_state *foreign,
+			 const struct verify_tracking *trk, pid_t pid, struct verify_report *r);
 void verify_report_free(struct verify_report *r);
 /* Every entry as a "verify: ..." line, then "verify: OK (N uffds, M ranges, P
  * pages checked)" or "verify: K disagreements". */

@@ -170,6 +170,37 @@ size_t shim_maps_read(uint64_t start, uint64_t end, struct um_mapping *out, size
 /* Read the uffd-wp bits of [start, start+npages) pages into wp[] (one byte
  * per page). Returns 0 or -1. */
 int shim_pagemap_wp(uint64_t start, uint64_t npages, uint8_t *wp) SHIM_HIDDEN;
+/* /proc/self/pagemap, opened once and kept as an internal fd (or -1). */
+int shim_pagemap_fd(void) SHIM_HIDDEN;
+
+/* ---- shim_track.c: dirty tracking for a monitor (uffdshim_ctl.h) ---- */
+struct uctl_track_range;
+struct uctl_track_run;
+struct shim_track_out {
+	uint32_t epoch;
+	int32_t monitor, async_fd;
+	uint64_t wp_ns;
+	struct uctl_track_range *ranges;
+	uint32_t nranges, cap_ranges;
+	struct uctl_track_run *runs;
+	uint64_t nruns, cap_runs;
+};
+extern int shim_track_swallow SHIM_HIDDEN;
+int shim_track_start(pid_t monitor, const uint64_t (*sel)[2], uint32_t nsel,
+		     struct shim_track_out *o) SHIM_HIDDEN;
+int shim_track_cut(pid_t monitor, struct shim_track_out *o) SHIM_HIDDEN;
+int shim_track_info(struct shim_track_out *o) SHIM_HIDDEN;
+/* monitor 0: forced (the monitor died). */
+int shim_track_stop(pid_t monitor) SHIM_HIDDEN;
+void shim_track_out_free(struct shim_track_out *o) SHIM_HIDDEN;
+int shim_track_monitor_pidfd(void) SHIM_HIDDEN;
+void shim_track_after_fork_child(void) SHIM_HIDDEN;
+/* The app's uffd call changed [start, start+len) (fill, unprotect, move). */
+void shim_track_mark(uint64_t start, uint64_t len) SHIM_HIDDEN;
+/* Before the app registers [start, start+len) (order lock held). */
+void shim_track_yield(uint64_t start, uint64_t len) SHIM_HIDDEN;
+/* Remove our WP faults from what read() returned; returns the new length. */
+ssize_t shim_track_filter(int fd, void *buf, ssize_t n) SHIM_HIDDEN;
 
 /* ---- shim_trace.c ---- */
 extern int shim_tracing SHIM_HIDDEN;
@@ -203,6 +234,13 @@ void shim_restore_from_env(void) SHIM_HIDDEN;
 /* A checkpoint engine (CRIU) restored this process behind the shim's back:
  * its uffds are new files.  Re-read their inodes; called locked. */
 void shim_refresh_inodes(void) SHIM_HIDDEN;
+/* shim_restore_tracked.c: an image with an epoch section: check it may be
+ * restored, recreate its tracked anonymous mappings outside registered
+ * ranges with their pages (or exit with a message), then leave in img only
+ * the runs of registered ranges.  No-op without an epoch section. */
+struct umi_image;
+void shim_restore_tracked(struct umi_image *img, const struct um_state *st, int pages_fd)
+	SHIM_HIDDEN;
 
 /* ---- small string helpers (no stdio in the shim) ---- */
 size_t shim_utoa(uint64_t v, char *buf) SHIM_HIDDEN;/* decimal, NUL-terminated */

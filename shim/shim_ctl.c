@@ -87,6 +87,59 @@ static bool send_state(int fd, uint32_t op, const struct um_state *st, uint64_t 
 	return ok;
 }
 
+/* The answer to a tracking request: header, ranges, runs. */
+static bool send_track(int fd, uint32_t op, int rc, struct shim_track_out *o)
+{
+	if (rc < 0) {
+		shim_track_out_free(o);
+		return reply(fd, op, rc, NULL, 0);
+	}
+	struct uctl_track_rep rep = {.epoch = o->epoch, .nranges = o->nranges, .nruns = o->nruns,
+				     .monitor_pid = o->monitor, .async_fd = o->async_fd,
+				     .wp_ns = o->wp_ns};
+	uint64_t rl = (uint64_t)o->nranges * sizeof(*o->ranges);
+	uint64_t ul = o->nruns * sizeof(*o->runs);
+	uint64_t total = sizeof(rep) + rl + ul;
+	bool ok = total < (1ull << 31);
+	if (ok) {
+		struct uctl_hdr h = {.magic = UCTL_REP_MAGIC, .version = UCTL_VERSION, .op = op,
+				     .len = (uint32_t)total};
+		ok = io_all(fd, &h, sizeof(h), true) && io_all(fd, &rep, sizeof(rep), true) &&
+		     (!rl || io_all(fd, o->ranges, rl, true)) && (!ul || io_all(fd, o->runs, ul, true));
+	} else {
+		ok = reply(fd, op, -E2BIG, NULL, 0);
+	}
+	shim_track_out_free(o);
+	return ok;
+}
+
+/* A tracking request from peer (SO_PEERCRED pid). */
+static bool serve_track(int fd, const struct uctl_hdr *h, const uint8_t *req, pid_t peer)
+{
+	struct shim_track_out o;
+	memset(&o, 0, sizeof(o));
+	switch (h->op) {
+	case UCTL_TRACK_START: {
+		struct uctl_track_req tr;
+		if (h->len < sizeof(tr))
+			return reply(fd, h->op, -EINVAL, NULL, 0);
+		memcpy(&tr, req, sizeof(tr));
+		if (tr.nsel > UCTL_TRACK_MAX_SEL || h->len != sizeof(tr) + tr.nsel * 16u)
+			return reply(fd, h->op, -EINVAL, NULL, 0);
+		uint64_t sel[UCTL_TRACK_MAX_SEL][2];
+		memcpy(sel, req + sizeof(tr), tr.nsel * 16u);
+		return send_track(fd, h->op, shim_track_start(peer, (const uint64_t(*)[2])sel,
+							      tr.nsel, &o), &o);
+	}
+	case UCTL_TRACK_CUT:
+		return send_track(fd, h->op, shim_track_cut(peer, &o), &o);
+	case UCTL_TRACK_INFO:
+		return send_track(fd, h->op, shim_track_info(&o), &o);
+	default:
+		return reply(fd, h->op, shim_track_stop(peer), NULL, 0);
+	}
+}
+
 /* One connection: requests until the peer closes or sends garbage. */
 static void serve(int fd)
 {
@@ -108,8 +161,10 @@ static void serve(int fd)
 			reply(fd, h.op, -EPROTO, NULL, 0);
 			break;
 		}
-		uint8_t small[64];
-		if (h.len > sizeof(small)) { /* no request of ours is this long */
+		uint8_t small[sizeof(struct uctl_track_req) + UCTL_TRACK_MAX_SEL * 16];
+		/* No request of ours is longer than this: refuse before reading. */
+		uint32_t max = h.op == UCTL_TRACK_START ? (uint32_t)sizeof(small) : 64;
+		if (h.len > max) {
 			reply(fd, h.op, -EINVAL, NULL, 0);
 			break;
 		}
@@ -170,6 +225,17 @@ static void serve(int fd)
 			}
 			ok = reply(fd, h.op, 0, NULL, 0);
 			break;
+		case UCTL_TRACK_START:
+		case UCTL_TRACK_CUT:
+		case UCTL_TRACK_STOP:
+		case UCTL_TRACK_INFO:
+			if (quiesced) { /* the app's uffd calls are held: no kernel
+					 * calls of ours in between */
+				ok = reply(fd, h.op, -EBUSY, NULL, 0);
+				break;
+			}
+			ok = serve_track(fd, &h, small, cred.pid);
+			break;
 		default:
 			reply(fd, h.op, -EINVAL, NULL, 0);
 			ok = false;
@@ -195,13 +261,22 @@ static void *ctl_thread(void *arg)
 		/* A 1 s timeout: if the app dup2()s onto our number, the socket
 		 * moves (shim_fd_make_room) and the next round polls it there. */
 		int lfd = __atomic_load_n(&listen_fd, __ATOMIC_ACQUIRE);
-		struct pollfd pfd = {.fd = lfd, .events = POLLIN};
-		long pr = RAW3(SYS_poll, &pfd, 1, 1000);
+		/* The monitor of dirty tracking, if any: when it exits, every
+		 * page it had protected is given back. */
+		struct pollfd pfd[2] = {{.fd = lfd, .events = POLLIN},
+					{.fd = shim_track_monitor_pidfd(), .events = POLLIN}};
+		long pr = RAW3(SYS_poll, pfd, pfd[1].fd >= 0 ? 2 : 1, 1000);
 		if (pr < 0 && pr != -EINTR)
 			break;
+		if (pr > 0 && pfd[1].fd >= 0 && (pfd[1].revents & (POLLIN | POLLHUP | POLLNVAL))) {
+			shim_track_stop(0);
+			shim_log("dirty tracking: the monitor exited; pages released");
+			if (!(pfd[0].revents & (POLLIN | POLLNVAL)))
+				continue;
+		}
 		if (pr <= 0)
 			continue;
-		if (pfd.revents & POLLNVAL) { /* closed behind our back: reopen */
+		if (pfd[0].revents & POLLNVAL) { /* closed behind our back: reopen */
 			shim_fd_set(lfd, FD_NONE);
 			if (!ctl_listen())
 				break;

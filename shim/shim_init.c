@@ -103,6 +103,7 @@ void shim_after_fork_child(void)
 	um_after_fork_child(&G.model, G.pid);
 	shim_update_own_ranges();
 	shim_trace_after_fork_child();
+	shim_track_after_fork_child();
 	shim_ctl_after_fork_child();
 }
 

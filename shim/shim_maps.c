@@ -251,7 +251,7 @@ size_t shim_maps_read(uint64_t start, uint64_t end, struct um_mapping *out, size
 	return n;
 }
 
-int shim_pagemap_wp(uint64_t start, uint64_t npages, uint8_t *wp)
+int shim_pagemap_fd(void)
 {
 	int fd = __atomic_load_n(&G.pagemap_fd, __ATOMIC_ACQUIRE);
 	if (fd < 0) {
@@ -270,6 +270,14 @@ int shim_pagemap_wp(uint64_t start, uint64_t npages, uint8_t *wp)
 		fd = G.pagemap_fd;
 		__atomic_store_n(&lock, 0, __ATOMIC_RELEASE);
 	}
+	return fd;
+}
+
+int shim_pagemap_wp(uint64_t start, uint64_t npages, uint8_t *wp)
+{
+	int fd = shim_pagemap_fd();
+	if (fd < 0)
+		return -1;
 	uint64_t ent[512];
 	for (uint64_t done = 0; done < npages;) {
 		uint64_t n = npages - done < 512 ? npages - done : 512;

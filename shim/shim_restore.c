@@ -6,6 +6,8 @@
  * process exits with a message and main() never runs half-restored. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -209,9 +211,151 @@ static bool filled_by_copy(const struct um_state *st, const struct umi_run *r)
 	return rg && rg->map.backing == UM_BACKING_ANON && !rg->map.shared;
 }
 
+/* ---- filling memory on two threads ----
+ *
+ * The page data is hashed (verify_runs) and copied in (fill_by_copy) by the
+ * calling thread and one helper thread, each taking half of the bytes: the
+ * hash, the kernel's page allocation and copy of UFFDIO_COPY, and the faults
+ * on the mapped pages file then use both CPUs of a small machine.  The helper
+ * runs on a stack of our own (mmap, unmapped after the join: glibc caches
+ * only the stacks it allocated), with every signal blocked, and is always
+ * joined before the function returns: no thread of the restore survives
+ * into the program.  Failures are reported by the calling thread after the
+ * join. */
+
+#define HELPER_STACK (256u << 10)
+#define HELPER_MIN_PAGES 256 /* less work than this is done on one thread */
+
+struct fill_job {
+	const struct umi_image *img;
+	const struct um_state *st;
+	const uint8_t *src;
+	const struct um_uffd *u; /* fill_by_copy: the uffd and its fd */
+	int fd;
+	size_t from, to;         /* runs [from, to) */
+	size_t bad;              /* the first run that failed, or (size_t)-1 */
+	long err;                /* its errno (copy), 0 for a checksum mismatch */
+};
+
+/* Run fn on jobs[0] here and on jobs[1] in a helper thread (or here too when
+ * no thread can be made); returns once both are done. */
+static void run_on_two(void *(*fn)(void *), struct fill_job jobs[2])
+{
+	if (jobs[1].from == jobs[1].to) {
+		fn(&jobs[0]);
+		return;
+	}
+	void *stack = (void *)RAW6(SYS_mmap, 0, HELPER_STACK, PROT_READ | PROT_WRITE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	bool have_stack = (unsigned long)stack < -4095UL;
+	pthread_t t;
+	pthread_attr_t attr;
+	bool threaded = false;
+	if (have_stack && pthread_attr_init(&attr) == 0) {
+		sigset_t all, old;
+		sigfillset(&all);
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		threaded = pthread_attr_setstack(&attr, stack, HELPER_STACK) == 0 &&
+			   pthread_create(&t, &attr, fn, &jobs[1]) == 0;
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		pthread_attr_destroy(&attr);
+	}
+	fn(&jobs[0]);
+	if (threaded)
+		pthread_join(t, NULL);
+	else
+		fn(&jobs[1]);
+	if (have_stack)
+		RAW2(SYS_munmap, stack, HELPER_STACK);
+}
+
+/* Split runs [0, nruns) that pick() selects into two jobs of about equal
+ * data bytes (zero runs count one page each: they cost an ioctl). */
+static void split_runs(struct fill_job jobs[2], const struct fill_job *proto,
+		       bool (*pick)(const struct fill_job *, const struct umi_run *))
+{
+	const struct umi_image *img = proto->img;
+	uint64_t total = 0;
+	for (size_t i = 0; i < img->nruns; i++)
+		if (pick(proto, &img->runs[i]))
+			total += img->runs[i].kind == UMI_RUN_DATA ? img->runs[i].npages : 1;
+	size_t mid = 0;
+	uint64_t acc = 0;
+	for (; mid < img->nruns && acc * 2 < total; mid++)
+		if (pick(proto, &img->runs[mid]))
+			acc += img->runs[mid].kind == UMI_RUN_DATA ? img->runs[mid].npages : 1;
+	jobs[0] = *proto;
+	jobs[1] = *proto;
+	jobs[0].from = 0;
+	jobs[0].to = mid;
+	jobs[1].from = mid;
+	jobs[1].to = img->nruns;
+	jobs[0].bad = jobs[1].bad = (size_t)-1;
+	jobs[0].err = jobs[1].err = 0;
+	/* Nothing (worth a thread) for the second half: run everything here. */
+	if (acc == total || total < HELPER_MIN_PAGES) {
+		jobs[0].to = img->nruns;
+		jobs[1].from = jobs[1].to = img->nruns;
+	}
+}
+
+static bool pick_data(const struct fill_job *j, const struct umi_run *r)
+{
+	return r->kind == UMI_RUN_DATA;
+}
+
+#define POPULATE_STEP (1u << 20)
+
+static void *verify_job(void *arg)
+{
+	struct fill_job *j = arg;
+	uint64_t end = 0; /* the data of the job's runs lies below end */
+	for (size_t i = j->from; i < j->to; i++) {
+		const struct umi_run *r = &j->img->runs[i];
+		if (r->kind == UMI_RUN_DATA && r->offset + r->npages * UM_PAGE_SIZE > end)
+			end = r->offset + r->npages * UM_PAGE_SIZE;
+	}
+	uint64_t mapped_lo = 0, mapped_hi = 0; /* what we populated last */
+	for (size_t i = j->from; i < j->to; i++) {
+		const struct umi_run *r = &j->img->runs[i];
+		if (r->kind != UMI_RUN_DATA)
+			continue;
+		uint64_t lo = r->offset, hi = r->offset + r->npages * UM_PAGE_SIZE;
+		/* Map the pages file ahead in steps of a MiB, one call each, not a
+		 * fault per 64 KiB (fault-around). */
+		if (lo < mapped_lo || hi > mapped_hi) {
+			mapped_lo = lo;
+			mapped_hi = hi + POPULATE_STEP < end ? hi + POPULATE_STEP : end;
+			RAW3(SYS_madvise, j->src + mapped_lo, mapped_hi - mapped_lo,
+			     22 /* MADV_POPULATE_READ */);
+		}
+		if (umi_run_hash(j->src + r->offset, r->npages) != r->crc) {
+			j->bad = i;
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
+/* Every run's page data, checked against its hash in the mapped pages file
+ * before any page is filled. */
+static void verify_runs(const struct umi_image *img, const struct um_state *st,
+			const uint8_t *src)
+{
+	struct fill_job proto = {.img = img, .st = st, .src = src}, jobs[2];
+	split_runs(jobs, &proto, pick_data);
+	run_on_two(verify_job, jobs);
+	for (int k = 0; k < 2; k++)
+		if (jobs[k].bad != (size_t)-1)
+			REFUSE(m_str(&m_, "page data of run "); m_dec(&m_, jobs[k].bad);
+			       m_str(&m_, " is corrupt (checksum mismatch)"));
+}
+
 static void fill_pages(const struct umi_image *img, int pages_fd, const struct um_state *st,
 		       const uint8_t *src)
 {
+	if (src)
+		verify_runs(img, st, src);
 	for (size_t i = 0; i < img->nruns; i++) {
 		const struct umi_run *r = &img->runs[i];
 		uint64_t len = r->npages * UM_PAGE_SIZE;
@@ -226,7 +370,8 @@ static void fill_pages(const struct umi_image *img, int pages_fd, const struct u
 		RAW3(SYS_madvise, r->addr, len, 23 /* MADV_POPULATE_WRITE */);
 		if (pages_fd < 0 || RAW4(SYS_pread64, pages_fd, r->addr, len, r->offset) != (long)len)
 			REFUSE(m_str(&m_, "cannot read the pages of run "); m_dec(&m_, i));
-		if (umi_run_hash((void *)r->addr, r->npages) != r->crc)
+		/* With the file mapped, verify_runs checked every run already. */
+		if (!src && umi_run_hash((void *)r->addr, r->npages) != r->crc)
 			REFUSE(m_str(&m_, "page data of run "); m_dec(&m_, i);
 			       m_str(&m_, " is corrupt (checksum mismatch)"));
 	}
@@ -290,14 +435,17 @@ static int create_uffd(const struct um_uffd *u)
 	return fd;
 }
 
-/* No memory run of the image fills a page of [start, end)? */
-/* The runs of uffd u that fill_pages left for UFFDIO_COPY. */
-static void fill_by_copy(const struct um_uffd *u, int fd, const struct umi_image *img,
-			 const struct um_state *st, const uint8_t *src)
+static bool pick_copy(const struct fill_job *j, const struct umi_run *r)
 {
-	for (size_t i = 0; src && i < img->nruns; i++) {
-		const struct umi_run *r = &img->runs[i];
-		if (r->uffd_id != u->id || !filled_by_copy(st, r))
+	return r->uffd_id == j->u->id && filled_by_copy(j->st, r);
+}
+
+static void *copy_job(void *arg)
+{
+	struct fill_job *j = arg;
+	for (size_t i = j->from; i < j->to; i++) {
+		const struct umi_run *r = &j->img->runs[i];
+		if (!pick_copy(j, r))
 			continue;
 		uint64_t len = r->npages * UM_PAGE_SIZE;
 		if (r->kind == UMI_RUN_ZERO) {
@@ -305,39 +453,61 @@ static void fill_by_copy(const struct um_uffd *u, int fd, const struct umi_image
 						    .mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE};
 			for (;;) {
 				z.zeropage = 0;
-				long e = RAW3(SYS_ioctl, fd, UFFDIO_ZEROPAGE, &z);
+				long e = RAW3(SYS_ioctl, j->fd, UFFDIO_ZEROPAGE, &z);
 				if (e == 0)
 					break;
-				if (e != -EAGAIN || z.zeropage <= 0)
-					REFUSE(m_str(&m_, "UFFDIO_ZEROPAGE of run "); m_dec(&m_, i);
-					       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-e);
-					       m_str(&m_, ")"));
+				if (e != -EAGAIN || z.zeropage <= 0) {
+					j->bad = i;
+					j->err = e;
+					return NULL;
+				}
 				z.range.start += (uint64_t)z.zeropage;
 				z.range.len -= (uint64_t)z.zeropage;
 			}
 			continue;
 		}
-		if (umi_run_hash(src + r->offset, r->npages) != r->crc)
-			REFUSE(m_str(&m_, "page data of run "); m_dec(&m_, i);
-			       m_str(&m_, " is corrupt (checksum mismatch)"));
-		struct uffdio_copy c = {.dst = r->addr, .src = (uint64_t)(src + r->offset),
+		struct uffdio_copy c = {.dst = r->addr, .src = (uint64_t)(j->src + r->offset),
 					.len = len, .mode = UFFDIO_COPY_MODE_DONTWAKE};
 		for (;;) {
 			c.copy = 0;
-			long e = RAW3(SYS_ioctl, fd, UFFDIO_COPY, &c);
+			long e = RAW3(SYS_ioctl, j->fd, UFFDIO_COPY, &c);
 			if (e == 0)
 				break;
-			if (e != -EAGAIN || c.copy <= 0)
-				REFUSE(m_str(&m_, "UFFDIO_COPY of run "); m_dec(&m_, i);
-				       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-e);
-				       m_str(&m_, ")"));
+			if (e != -EAGAIN || c.copy <= 0) {
+				j->bad = i;
+				j->err = e;
+				return NULL;
+			}
 			c.dst += (uint64_t)c.copy;
 			c.src += (uint64_t)c.copy;
 			c.len -= (uint64_t)c.copy;
 		}
 	}
+	return NULL;
 }
 
+/* The runs of uffd u that fill_pages left for UFFDIO_COPY (their data was
+ * verified by fill_pages). */
+static void fill_by_copy(const struct um_uffd *u, int fd, const struct umi_image *img,
+			 const struct um_state *st, const uint8_t *src)
+{
+	if (!src)
+		return;
+	struct fill_job proto = {.img = img, .st = st, .src = src, .u = u, .fd = fd}, jobs[2];
+	split_runs(jobs, &proto, pick_copy);
+	run_on_two(copy_job, jobs);
+	for (int k = 0; k < 2; k++) {
+		size_t i = jobs[k].bad;
+		if (i != (size_t)-1)
+			REFUSE(m_str(&m_, img->runs[i].kind == UMI_RUN_ZERO ? "UFFDIO_ZEROPAGE"
+									       : "UFFDIO_COPY");
+			       m_str(&m_, " of run "); m_dec(&m_, i);
+			       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-jobs[k].err);
+			       m_str(&m_, ")"));
+	}
+}
+
+/* No memory run of the image fills a page of [start, end)? */
 static bool filled_none(const struct umi_image *img, uint64_t start, uint64_t end)
 {
 	size_t lo = 0, hi = img->nruns; /* first run that ends after start */
@@ -469,6 +639,7 @@ void shim_restore_from_env(void)
 	}
 	pid_t old = img.hdr.pid;
 	check_image(&st, old);
+	shim_restore_tracked(&img, &st, pages_fd); /* tracked memory of a chain's image */
 	/* Apply: memory, contents, then the uffds on top. */
 	for (uint32_t i = 0; i < st.nuffds; i++)
 		for (uint32_t k = 0; k < st.uffds[i]->nranges; k++)

@@ -194,6 +194,33 @@ static void wp_clip_to_own(struct um_uffd *u, uint64_t s, uint64_t e)
 	}
 }
 
+/* Tell dirty tracking which pages a successful call changed. */
+static void track_mark(unsigned long req, const union uffd_args *a)
+{
+	switch (req) {
+	case UFFDIO_COPY:
+		shim_track_mark(a->copy.dst, a->copy.len);
+		break;
+	case UFFDIO_ZEROPAGE:
+		shim_track_mark(a->zero.range.start, a->zero.range.len);
+		break;
+	case UFFDIO_CONTINUE:
+		shim_track_mark(a->cont.range.start, a->cont.range.len);
+		break;
+	case UFFDIO_POISON:
+		shim_track_mark(a->poison.range.start, a->poison.range.len);
+		break;
+	case UFFDIO_MOVE:
+		shim_track_mark(a->move.dst, a->move.len);
+		shim_track_mark(a->move.src, a->move.len);
+		break;
+	case UFFDIO_WRITEPROTECT:
+		if (!(a->wp.mode & UFFDIO_WRITEPROTECT_MODE_WP))
+			shim_track_mark(a->wp.range.start, a->wp.range.len);
+		break;
+	}
+}
+
 long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 {
 	if (req == FIONBIO || req == FIOCLEX || req == FIONCLEX)
@@ -209,6 +236,11 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 	shim_gate_enter();
 	bool ordered = (req == UFFDIO_REGISTER || req == UFFDIO_UNREGISTER ||
 			req == UFFDIO_WRITEPROTECT) && shim_order_lock();
+	if (req == UFFDIO_REGISTER && arg) {
+		struct uffdio_register in;
+		if (safe_copy(&in, arg, sizeof(in)))
+			shim_track_yield(in.range.start, in.range.len);
+	}
 	long ret = real.ioctl(fd, req, arg);
 	int err = errno;
 	long kret = ret < 0 ? -err : ret;
@@ -314,6 +346,8 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 		}
 		shim_unlock();
 	}
+	if (have && (ret == 0 || err == EAGAIN))
+		track_mark(req, &a);
 	if (ordered)
 		shim_order_unlock();
 	if (shim_tracing)

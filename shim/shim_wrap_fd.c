@@ -193,13 +193,23 @@ static bool uffd_nonblocking(int fd)
 static ssize_t read_uffd(int fd, void *buf, size_t n, size_t buflen, bool chk)
 {
 	bool gated = uffd_nonblocking(fd);
-	if (gated)
-		shim_gate_enter();
-	ssize_t r = chk ? real.read_chk(fd, buf, n, buflen) : real.read(fd, buf, n);
-	after_read(fd, buf, r);
-	if (gated)
-		shim_gate_leave();
-	return r;
+	for (;;) {
+		if (gated)
+			shim_gate_enter();
+		ssize_t r = chk ? real.read_chk(fd, buf, n, buflen) : real.read(fd, buf, n);
+		ssize_t kept = r > 0 ? shim_track_filter(fd, buf, r) : r;
+		after_read(fd, buf, kept);
+		if (gated)
+			shim_gate_leave();
+		if (kept != 0 || r <= 0)
+			return kept;
+		/* Every message was a WP fault of dirty tracking: the app saw
+		 * nothing.  A blocking read waits for the next one. */
+		if (gated) {
+			errno = EAGAIN;
+			return -1;
+		}
+	}
 }
 
 ssize_t read(int fd, void *buf, size_t n)

@@ -11,6 +11,17 @@
  *   image_tool set DIR range-addr 0xA    move range 0 of uffd 1 to address A,
  *                                        with its write-protected pages and
  *                                        memory runs
+ *   image_tool chain DIR [uffd]          write the synthetic image chain of
+ *                                        tests/chain_gen.h into DIR (with
+ *                                        "uffd": with its uffd 1, fd 9)
+ *   image_tool chain-expect [uffd]       what `probe` prints in a process
+ *                                        restored from that chain
+ *   image_tool probe                     (run restored) each page of the
+ *                                        chain's ranges: "R0 p3 e2" (holds
+ *                                        epoch 2's data), "none" (mapped,
+ *                                        not populated, reads zero),
+ *                                        "unmapped", "bad"; and each range's
+ *                                        protection.  Maps nothing itself.
  * The state blob edits parse the image (um_image.c, um_serialize.c),
  * change the model and write the file again with umi_write_state_file().
  * Exit status: 0 done, 1 the image could not be read or edited, 2 usage.
@@ -26,6 +37,7 @@
 #include <unistd.h>
 
 #include "test_helpers.h"
+#include "chain_gen.h"
 #include "um_image.h"
 
 /* ---- editing a state file held in memory ---- */
@@ -351,6 +363,83 @@ static int self_test(void)
 	return done_testing();
 }
 
+/* ---- chains (tests/replay_chain.sh) ---- */
+
+/* The protection of the mapping holding addr, as maps shows it, or NULL. */
+static const char *maps_prot(uint64_t addr, char *out)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	const char *r = NULL;
+	while (f && !r && fgets(line, sizeof(line), f)) {
+		unsigned long long s, e;
+		char perm[8];
+		if (sscanf(line, "%llx-%llx %7s", &s, &e, perm) == 3 && addr >= s && addr < e) {
+			memcpy(out, perm, 3);
+			out[3] = 0;
+			r = out;
+		}
+	}
+	if (f)
+		fclose(f);
+	return r;
+}
+
+static int cmd_probe(void)
+{
+	for (int k = 0; k < CG_NRANGES; k++) {
+		char prot[8];
+		const char *pr = maps_prot(cg_ranges[k].start, prot);
+		printf("R%d prot %s\n", k, pr ? pr : "unmapped");
+		for (uint32_t p = 0; p < cg_ranges[k].npages; p++) {
+			uint64_t a = cg_addr(k, (int)p);
+			unsigned char vec = 0;
+			const char *st = "unmapped";
+			char tag[16];
+			if (mincore((void *)a, 4096, &vec) == 0) {
+				int t = cg_page_tag((const uint8_t *)a, a);
+				snprintf(tag, sizeof(tag), "e%d", t);
+				st = t >= 0 && (vec & 1) ? tag : t == -1 && !(vec & 1) ? "none" : "bad";
+			}
+			printf("R%d p%u %s\n", k, p, st);
+		}
+	}
+	return 0;
+}
+
+static int cmd_chain_expect(int with_uffd)
+{
+	for (int k = 0; k < CG_NRANGES; k++) {
+		bool skipped = cg_ranges[k].kind != UMI_TK_ANON;
+		printf("R%d prot %s\n", k, skipped ? "unmapped"
+					     : cg_ranges[k].prot & PROT_WRITE ? "rw-" : "r--");
+		for (size_t i = 0; i < CG_NEXPECT; i++) {
+			const struct cg_page *e = &cg_expect[i];
+			if (e->range != k)
+				continue;
+			if (skipped)
+				printf("R%d p%d unmapped\n", k, e->page);
+			else if (e->kind == 'D' && (!e->uffd || with_uffd))
+				printf("R%d p%d e%d\n", k, e->page, e->epoch);
+			else
+				printf("R%d p%d none\n", k, e->page);
+		}
+	}
+	return 0;
+}
+
+static int cmd_chain(const char *dir, int with_uffd)
+{
+	struct cg_opts o = cg_default;
+	o.with_uffd = with_uffd;
+	if (cg_write_chain(dir, &o) < 0) {
+		fprintf(stderr, "image_tool: cannot write a chain into %s: %s\n", dir,
+			strerror(errno));
+		return 1;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 1)
@@ -359,7 +448,15 @@ int main(int argc, char **argv)
 		return cmd_info(argv[2]);
 	if (argc == 5 && !strcmp(argv[1], "set"))
 		return cmd_set(argv[2], argv[3], argv[4]);
-	fprintf(stderr, "usage: image_tool [info DIR | set DIR FIELD VALUE]\n"
+	bool uffd = argc >= 3 && !strcmp(argv[argc - 1], "uffd");
+	if ((argc == 3 || (argc == 4 && uffd)) && !strcmp(argv[1], "chain"))
+		return cmd_chain(argv[2], uffd);
+	if ((argc == 2 || (argc == 3 && uffd)) && !strcmp(argv[1], "chain-expect"))
+		return cmd_chain_expect(uffd);
+	if (argc == 2 && !strcmp(argv[1], "probe"))
+		return cmd_probe();
+	fprintf(stderr, "usage: image_tool [info DIR | set DIR FIELD VALUE | chain DIR [uffd] | "
+			"chain-expect [uffd] | probe]\n"
 			"  FIELD: version, arch, magic, features, range-addr\n");
 	return 2;
 }
