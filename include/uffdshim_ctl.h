@@ -41,6 +41,9 @@ enum uctl_op {
 	UCTL_TRACK_STOP = 8,  /* release everything; reply: no payload */
 	UCTL_TRACK_INFO = 9,  /* reply: rep + ranges (no cut); -ENOENT when
 			       * nothing is tracked */
+	UCTL_NEST_INFO = 10,  /* reply: struct uctl_nest_info, then nspans ×
+			       * {start, end, kernel modes} (uint64_t each),
+			       * then nbells doorbell page addresses (uint64_t) */
 };
 
 struct uctl_hdr {
@@ -57,6 +60,14 @@ struct uctl_ping {
 	uint32_t nuffds;
 	char shim_version[32];
 	char trace_path[256]; /* "" when not tracing */
+};
+
+/* Nesting (several clients on one page): the spans whose kernel
+ * registration serves more than one uffd, and the shim's doorbell pages
+ * (one page each, registered MISSING on a client's uffd). */
+struct uctl_nest_info {
+	uint32_t nspans;
+	uint32_t nbells;
 };
 
 /* UCTL_TRACK_START request: flags, then nsel selected [start, end) pairs

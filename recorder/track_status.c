@@ -7,9 +7,37 @@
 #include "status_print.h"
 #include "track_status.h"
 
+static int nest_fetch(struct uctl_conn *c, struct track_info *t)
+{
+	int32_t status = 0;
+	void *reply = NULL;
+	uint32_t len = 0;
+	char err[256];
+	int r = uctl_call(c, UCTL_NEST_INFO, NULL, 0, &status, &reply, &len, err, sizeof(err));
+	struct uctl_nest_info ni;
+	if (r != UCTL_R_OK || len < sizeof(ni)) {
+		free(reply);
+		return -1;
+	}
+	memcpy(&ni, reply, sizeof(ni));
+	if (ni.nspans > 4096 || ni.nbells > 4096 ||
+	    len != sizeof(ni) + ni.nspans * 24ull + ni.nbells * 8ull) {
+		free(reply);
+		return -1;
+	}
+	t->nnest = ni.nspans;
+	t->nbells = ni.nbells;
+	t->nest = g_memdup2((char *)reply + sizeof(ni), ni.nspans * 24ull);
+	t->bells = g_memdup2((char *)reply + sizeof(ni) + ni.nspans * 24ull, ni.nbells * 8ull);
+	free(reply);
+	return 0;
+}
+
 int track_info_fetch(struct uctl_conn *c, struct track_info *t)
 {
 	memset(t, 0, sizeof(*t));
+	if (nest_fetch(c, t) < 0)
+		return -1;
 	int32_t status = 0;
 	void *reply = NULL;
 	uint32_t len = 0;
@@ -39,13 +67,16 @@ int track_info_fetch(struct uctl_conn *c, struct track_info *t)
 
 void track_info_free(struct track_info *t)
 {
+	g_free(t->nest);
+	g_free(t->bells);
 	g_free(t->ranges);
 	memset(t, 0, sizeof(*t));
 }
 
 struct verify_tracking track_info_overlay(const struct track_info *t)
 {
-	struct verify_tracking v = {.async_fd = -1};
+	struct verify_tracking v = {.async_fd = -1, .nest = (const uint64_t(*)[3])t->nest,
+				    .nnest = t->nnest, .bells = t->bells, .nbells = t->nbells};
 	if (t->on) {
 		v.async_fd = t->rep.async_fd;
 		v.ranges = t->ranges;

@@ -13,6 +13,11 @@ struct track_info {
 	bool on;
 	struct uctl_track_rep rep;
 	struct uctl_track_range *ranges; /* g_malloc'd, rep.nranges */
+	/* nesting (UCTL_NEST_INFO) */
+	uint64_t (*nest)[3];
+	uint32_t nnest;
+	uint64_t *bells;
+	uint32_t nbells;
 };
 
 /* Ask the shim on c (an open connection).  Returns 0 (t->on tells whether

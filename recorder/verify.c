@@ -144,6 +144,7 @@ struct seg {
 	uint32_t modes;
 	uint32_t uffd;
 	uint64_t rstart, rend; /* the model range it came from */
+	bool nested;           /* inside a nested span (modes: the kernel's union) */
 };
 
 static int seg_cmp(const void *a, const void *b)
@@ -228,10 +229,30 @@ static const struct uctl_track_range *trk_at(uint64_t addr, uint32_t mode)
 	return NULL;
 }
 
+/* The nested span holding addr (index), or -1. */
+static long nest_at(uint64_t addr)
+{
+	for (uint32_t i = 0; trk_now && i < trk_now->nnest; i++)
+		if (addr >= trk_now->nest[i][0] && addr < trk_now->nest[i][1])
+			return (long)i;
+	return -1;
+}
+
+static bool is_bell(uint64_t a, uint64_t b)
+{
+	for (uint32_t i = 0; trk_now && i < trk_now->nbells; i++)
+		if (trk_now->bells[i] == a && b == a + UM_PAGE_SIZE)
+			return true;
+	return false;
+}
+
 static void interval(struct verify_report *r, struct bad *p, const struct seg *segs,
 		     const struct pf_vmas *vs, uint64_t a, uint64_t b, bool mapped, uint32_t k,
 		     long si, long vi)
 {
+	/* A doorbell of the shim's nesting: registered MISSING, in no model. */
+	if (si < 0 && (k & PF_VM_UFFD_MASK) == PF_VM_UM && is_bell(a, b))
+		k &= ~PF_VM_UM;
 	/* The shim's dirty-tracking uffd registered this (WP). */
 	if (si < 0 && (k & PF_VM_UFFD_MASK) == PF_VM_UW && trk_at(a, UCTL_TM_ASYNC))
 		k &= ~PF_VM_UW;
@@ -287,19 +308,33 @@ static int check_smaps(const struct um_state *st, pid_t pid, const struct pf_vma
 			continue;
 		for (uint32_t k = 0; k < u->nranges; k++) {
 			const struct um_range *rg = &u->ranges[k];
-			if (ns == cap) {
-				cap = cap ? cap * 2 : 64;
-				struct seg *n2 = realloc(segs, cap * sizeof(*n2));
-				if (!n2) {
-					free(segs);
-					report_fail(r, ENOMEM, "out of memory");
-					return -1;
+			/* Pieces split at nested spans: there the kernel holds the
+			 * union of every client's modes. */
+			for (uint64_t a = rg->start; a < rg->end;) {
+				uint64_t b = rg->end;
+				long q = nest_at(a);
+				if (q >= 0 && trk_now->nest[q][1] < b)
+					b = trk_now->nest[q][1];
+				for (uint32_t k2 = 0; q < 0 && trk_now && k2 < trk_now->nnest; k2++)
+					if (trk_now->nest[k2][0] > a && trk_now->nest[k2][0] < b)
+						b = trk_now->nest[k2][0];
+				if (ns == cap) {
+					cap = cap ? cap * 2 : 64;
+					struct seg *n2 = realloc(segs, cap * sizeof(*n2));
+					if (!n2) {
+						free(segs);
+						report_fail(r, ENOMEM, "out of memory");
+						return -1;
+					}
+					segs = n2;
 				}
-				segs = n2;
+				segs[ns++] = (struct seg){.start = a, .end = b,
+					.modes = (uint32_t)((q >= 0 ? trk_now->nest[q][2] : rg->modes) &
+							    MODE_MASK),
+					.uffd = u->id, .rstart = rg->start, .rend = rg->end,
+					.nested = q >= 0};
+				a = b;
 			}
-			segs[ns++] = (struct seg){.start = rg->start, .end = rg->end,
-				.modes = (uint32_t)(rg->modes & MODE_MASK), .uffd = u->id,
-				.rstart = rg->start, .rend = rg->end};
 			r->nranges++;
 		}
 	}
@@ -308,6 +343,9 @@ static int check_smaps(const struct um_state *st, pid_t pid, const struct pf_vma
 	/* Two uffds of one process never overlap (nor do one uffd's ranges). */
 	size_t w = 0;
 	for (size_t i = 0; i < ns; i++) {
+		if (w && segs[i].start < segs[w - 1].end && segs[i].nested && segs[w - 1].nested &&
+		    segs[i].start >= segs[w - 1].start && segs[i].end <= segs[w - 1].end)
+			continue; /* several clients of one nested span */
 		if (w && segs[i].start < segs[w - 1].end) {
 			const struct seg *p = &segs[w - 1];
 			add(r, VK_DISAGREE, VC_MODEL, segs[i].uffd, "model: uffd %u range [%#" PRIx64
@@ -372,6 +410,7 @@ struct wprun {
 
 struct wpctx {
 	struct verify_report *r;
+	const struct um_state *all;
 	const struct um_uffd *u;
 	unsigned listed;
 	unsigned more_runs;
@@ -440,6 +479,10 @@ static int check_pagemap_piece(struct wpctx *c, int pm, uint64_t start, uint64_t
 				c->r->tracked_wp++;
 				kb = 0;
 			}
+			if (kb && !mb && c->all && nest_at(a) >= 0)
+				for (uint32_t q = 0; q < c->all->nuffds; q++) /* another client holds it */
+					if (c->all->uffds[q] != c->u && um_wp_test(&c->all->uffds[q]->wp, a))
+						kb = 0;
 			wp_page(c, a, kb == mb ? 0 : mb ? 1 : 2);
 		}
 		c->r->npages += np;
@@ -462,10 +505,11 @@ static size_t vma_after(const struct pf_vmas *vs, uint64_t addr)
 	return lo;
 }
 
-static int check_pagemap_uffd(const struct um_uffd *u, int pm, const struct pf_vmas *vs,
-			      uint64_t *ebuf, uint8_t *mbuf, struct verify_report *r)
+static int check_pagemap_uffd(const struct um_state *all, const struct um_uffd *u, int pm,
+			      const struct pf_vmas *vs, uint64_t *ebuf, uint8_t *mbuf,
+			      struct verify_report *r)
 {
-	struct wpctx c = {.r = r, .u = u};
+	struct wpctx c = {.r = r, .all = all, .u = u};
 	for (uint32_t k = 0; k < u->nranges; k++) {
 		const struct um_range *rg = &u->ranges[k];
 		/* Every registered range: re-registering without WP keeps the
@@ -585,7 +629,7 @@ static int check_pagemap(const struct um_state *st, pid_t pid, const struct pf_v
 	for (uint32_t i = 0; !rc && i < st->nuffds; i++) {
 		const struct um_uffd *u = st->uffds[i];
 		if (own_memory(st, u, pid))
-			rc = check_pagemap_uffd(u, pm, vs, ebuf, mbuf, r);
+			rc = check_pagemap_uffd(st, u, pm, vs, ebuf, mbuf, r);
 	}
 	free(ebuf);
 	free(mbuf);
@@ -752,10 +796,7 @@ static int verify_state_impl(const struct um_state *st, const struct um_state *f
 int verify_state_tracked(const struct um_state *st, const struct um_state *foreign,
 			 const struct verify_tracking *trk, pid_t pid, struct verify_report *r)
 {
-	trk_now = trk && trk->nranges ? trk : NULL;
-	const struct verify_tracking none = {.async_fd = trk ? trk->async_fd : -1};
-	if (!trk_now && trk)
-		trk_now = &none;
+	trk_now = trk;
 	int rc = verify_state_impl(st, foreign, pid, r);
 	if (rc >= 0 && trk_now && trk_now->nranges)
 		add(r, VK_NOTE, VC_PAGEMAP, 0, "dirty tracking is on (%u ranges): the shim's own "

@@ -89,6 +89,13 @@ struct verify_tracking {
 	int async_fd;                          /* -1: none */
 	const struct uctl_track_range *ranges; /* sorted */
 	uint32_t nranges;
+	/* Nesting (UCTL_NEST_INFO): spans {start, end, kernel modes} whose one
+	 * kernel registration serves several uffds of the model, and the
+	 * shim's doorbell pages. */
+	const uint64_t (*nest)[3];
+	uint32_t nnest;
+	const uint64_t *bells;
+	uint32_t nbells;
 };
 int verify_state_tracked(const struct um_state *st, const struct um_state *foreign,
 			 const struct verify_tracking *trk, pid_t pid, struct verify_report *r);

@@ -202,6 +202,24 @@ void shim_track_yield(uint64_t start, uint64_t len) SHIM_HIDDEN;
 /* Remove our WP faults from what read() returned; returns the new length. */
 ssize_t shim_track_filter(int fd, void *buf, ssize_t n) SHIM_HIDDEN;
 
+/* ---- shim_nest.c: several uffds of this process on the same memory ---- */
+extern int shim_nest_on SHIM_HIDDEN;
+/* REGISTER met EBUSY: register virtually; 0 and *ioctls, or -errno. */
+int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls)
+	SHIM_HIDDEN;
+bool shim_nest_touches(uint64_t start, uint64_t len) SHIM_HIDDEN;
+long shim_nest_unregister(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
+long shim_nest_unprotect(int fd, uint64_t start, uint64_t len, uint64_t mode) SHIM_HIDDEN;
+void shim_nest_after_resolve(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
+/* Route what read() returned: keep fd's own, queue the others' (doorbell),
+ * expand fd's doorbell into its queued messages.  cap: the caller's buffer. */
+ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap) SHIM_HIDDEN;
+void shim_nest_prune_locked(void) SHIM_HIDDEN;
+void shim_nest_carrier_gone_locked(uint32_t id) SHIM_HIDDEN;
+uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells,
+				uint32_t *nbells) SHIM_HIDDEN;
+void shim_nest_after_fork_child(void) SHIM_HIDDEN;
+
 /* ---- shim_trace.c ---- */
 extern int shim_tracing SHIM_HIDDEN;
 void shim_trace_init(void) SHIM_HIDDEN;

@@ -60,31 +60,58 @@ static bool reply(int fd, uint32_t op, int32_t status, const void *payload, uint
 	return io_all(fd, &h, sizeof(h), true) && (!len || io_all(fd, (void *)payload, len, true));
 }
 
-/* Serialize st (or its uffd with inode ino) and send it. Called locked. */
-static bool send_state(int fd, uint32_t op, const struct um_state *st, uint64_t ino)
+/* The serialized st (or its uffd with inode ino), for send_blob.  Called
+ * locked; the blob is sent after the lock is let go, so that a fork of the
+ * app never copies the lock held by a reply in flight. */
+struct blob {
+	void *p;
+	size_t size, n;
+	int32_t status;
+};
+
+static struct blob state_blob(const struct um_state *st, uint64_t ino)
 {
+	struct blob b = {0};
 	shim_refresh_inodes();
 	struct um_state one;
 	const struct um_state *src = st;
 	if (ino) {
 		um_state_init(&one, st->pid);
 		struct um_uffd *u = um_uffd_by_ino(st, ino);
-		if (!u)
-			return reply(fd, op, -ENOENT, NULL, 0);
+		if (!u) {
+			b.status = -ENOENT;
+			return b;
+		}
 		if (!um_uffd_clone(&one, u)) {
 			um_state_free(&one);
-			return reply(fd, op, -ENOMEM, NULL, 0);
+			b.status = -ENOMEM;
+			return b;
 		}
 		src = &one;
 	}
-	size_t size = um_serialize_size(src);
-	void *blob = um_zalloc(size);
-	size_t n = blob ? um_serialize(src, blob, size) : 0;
+	b.size = um_serialize_size(src);
+	b.p = um_zalloc(b.size);
+	b.n = b.p ? um_serialize(src, b.p, b.size) : 0;
+	if (!b.p)
+		b.status = -ENOMEM;
 	if (ino)
 		um_state_free(&one);
-	bool ok = blob ? reply(fd, op, 0, blob, (uint32_t)n) : reply(fd, op, -ENOMEM, NULL, 0);
-	um_free(blob, size);
+	return b;
+}
+
+static bool send_blob(int fd, uint32_t op, struct blob *b)
+{
+	bool ok = b->status ? reply(fd, op, b->status, NULL, 0)
+			    : reply(fd, op, 0, b->p, (uint32_t)b->n);
+	um_free(b->p, b->size);
 	return ok;
+}
+
+/* Serialize and send, when the lock is held for longer anyway (quiesced). */
+static bool send_state(int fd, uint32_t op, const struct um_state *st, uint64_t ino)
+{
+	struct blob b = state_blob(st, ino);
+	return send_blob(fd, op, &b);
 }
 
 /* The answer to a tracking request: header, ranges, runs. */
@@ -200,9 +227,10 @@ static void serve(int fd)
 			if (!quiesced)
 				shim_lock();
 			shim_shared_refresh_locked();
-			ok = send_state(fd, h.op, &G.model, ino);
+			struct blob b = state_blob(&G.model, ino);
 			if (!quiesced)
 				shim_unlock();
+			ok = send_blob(fd, h.op, &b);
 			break;
 		}
 		case UCTL_QUIESCE:
@@ -225,6 +253,22 @@ static void serve(int fd)
 			}
 			ok = reply(fd, h.op, 0, NULL, 0);
 			break;
+		case UCTL_NEST_INFO: {
+			static uint64_t sp[256][3], bells[16];
+			struct uctl_nest_info ni;
+			if (!quiesced)
+				shim_lock();
+			ni.nspans = shim_nest_spans_locked(sp, 256, bells, &ni.nbells);
+			if (!quiesced)
+				shim_unlock();
+			uint8_t out[sizeof(ni) + sizeof(sp) + sizeof(bells)];
+			memcpy(out, &ni, sizeof(ni));
+			memcpy(out + sizeof(ni), sp, ni.nspans * 24u);
+			memcpy(out + sizeof(ni) + ni.nspans * 24u, bells, ni.nbells * 8u);
+			ok = reply(fd, h.op, 0, out,
+				   (uint32_t)(sizeof(ni) + ni.nspans * 24u + ni.nbells * 8u));
+			break;
+		}
 		case UCTL_TRACK_START:
 		case UCTL_TRACK_CUT:
 		case UCTL_TRACK_STOP:

@@ -194,6 +194,85 @@ static void wp_clip_to_own(struct um_uffd *u, uint64_t s, uint64_t e)
 	}
 }
 
+/* ---- nesting (shim_nest.c) ---- */
+/* Calls the shim answers itself on nested memory: UNREGISTER and
+ * WRITEPROTECT(0) there must not touch the other clients' state.  Returns
+ * true when it handled the call (*ret, *err set). */
+static bool nested_call(int fd, unsigned long req, void *arg, long *ret, int *err)
+{
+	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE) || !arg)
+		return false;
+	long r;
+	if (req == UFFDIO_UNREGISTER) {
+		struct uffdio_range in;
+		if (!safe_copy(&in, arg, sizeof(in)) || !in.len ||
+		    ((in.start | in.len) & (UM_PAGE_SIZE - 1)) || !shim_nest_touches(in.start, in.len))
+			return false;
+		r = shim_nest_unregister(fd, in.start, in.len);
+	} else if (req == UFFDIO_WRITEPROTECT) {
+		struct uffdio_writeprotect in;
+		if (!safe_copy(&in, arg, sizeof(in)) || !in.range.len ||
+		    ((in.range.start | in.range.len) & (UM_PAGE_SIZE - 1)) ||
+		    (in.mode & ~(uint64_t)UFFDIO_WRITEPROTECT_MODE_DONTWAKE) ||
+		    !shim_nest_touches(in.range.start, in.range.len))
+			return false;
+		r = shim_nest_unprotect(fd, in.range.start, in.range.len, in.mode);
+	} else {
+		return false;
+	}
+	*ret = r < 0 ? -1 : 0;
+	*err = r < 0 ? (int)-r : 0;
+	return true;
+}
+
+/* The kernel said EBUSY: another uffd of this process has the memory. */
+static void nested_register(int fd, void *arg, long *ret, int *err)
+{
+	struct uffdio_register in;
+	if (!safe_copy(&in, arg, sizeof(in)))
+		return;
+	uint64_t ioctls = 0;
+	if (shim_nest_register(fd, in.range.start, in.range.len, in.mode, &ioctls) != 0)
+		return;
+	in.ioctls = ioctls;
+	memcpy(arg, &in, sizeof(in)); /* what the kernel writes back */
+	*ret = 0;
+	*err = 0;
+}
+
+/* A resolution by a client that is not the carrier: wake the carrier's
+ * sleepers (unless the call said DONTWAKE; bit 0 of every mode). */
+static void nest_wake(int fd, unsigned long req, const union uffd_args *a)
+{
+	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+		return;
+	switch (req) {
+	case UFFDIO_COPY:
+		if (!(a->copy.mode & 1))
+			shim_nest_after_resolve(fd, a->copy.dst, a->copy.len);
+		break;
+	case UFFDIO_ZEROPAGE:
+		if (!(a->zero.mode & 1))
+			shim_nest_after_resolve(fd, a->zero.range.start, a->zero.range.len);
+		break;
+	case UFFDIO_CONTINUE:
+		if (!(a->cont.mode & 1))
+			shim_nest_after_resolve(fd, a->cont.range.start, a->cont.range.len);
+		break;
+	case UFFDIO_POISON:
+		if (!(a->poison.mode & 1))
+			shim_nest_after_resolve(fd, a->poison.range.start, a->poison.range.len);
+		break;
+	case UFFDIO_MOVE:
+		if (!(a->move.mode & 1))
+			shim_nest_after_resolve(fd, a->move.dst, a->move.len);
+		break;
+	case UFFDIO_WAKE:
+		shim_nest_after_resolve(fd, a->range.start, a->range.len);
+		break;
+	}
+}
+
 /* Tell dirty tracking which pages a successful call changed. */
 static void track_mark(unsigned long req, const union uffd_args *a)
 {
@@ -241,8 +320,14 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 		if (safe_copy(&in, arg, sizeof(in)))
 			shim_track_yield(in.range.start, in.range.len);
 	}
-	long ret = real.ioctl(fd, req, arg);
-	int err = errno;
+	long ret;
+	int err;
+	if (!nested_call(fd, req, arg, &ret, &err)) {
+		ret = real.ioctl(fd, req, arg);
+		err = errno;
+		if (req == UFFDIO_REGISTER && ret < 0 && err == EBUSY)
+			nested_register(fd, arg, &ret, &err);
+	}
 	long kret = ret < 0 ? -err : ret;
 	union uffd_args a;
 	size_t sz = _IOC_SIZE(req);
@@ -307,7 +392,10 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 					shim_wp_readback(u, ps, pl);
 				if (ret == 0 || partial) {
 					wp_clip_to_own(u, ps, ps + pl);
-					wp_readback_others(u, ps, ps + pl);
+					/* On nested memory every client's bits are its
+					 * own; the kernel's are their union. */
+					if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+						wp_readback_others(u, ps, ps + pl);
 				}
 				tr_a = s; tr_b = l; tr_c = a.wp.mode;
 				break;
@@ -348,6 +436,13 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 	}
 	if (have && (ret == 0 || err == EAGAIN))
 		track_mark(req, &a);
+	if (have && ret == 0)
+		nest_wake(fd, req, &a);
+	if ((req == UFFDIO_UNREGISTER || req == UFFDIO_REGISTER) && ret == 0 &&
+	    __atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE) && shim_model_enter()) {
+		shim_nest_prune_locked();
+		shim_unlock();
+	}
 	if (ordered)
 		shim_order_unlock();
 	if (shim_tracing)

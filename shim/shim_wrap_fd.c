@@ -197,7 +197,8 @@ static ssize_t read_uffd(int fd, void *buf, size_t n, size_t buflen, bool chk)
 		if (gated)
 			shim_gate_enter();
 		ssize_t r = chk ? real.read_chk(fd, buf, n, buflen) : real.read(fd, buf, n);
-		ssize_t kept = r > 0 ? shim_track_filter(fd, buf, r) : r;
+		ssize_t kept = r > 0 ? shim_nest_filter(fd, buf, r, n) : r;
+		kept = kept > 0 ? shim_track_filter(fd, buf, kept) : kept;
 		after_read(fd, buf, kept);
 		if (gated)
 			shim_gate_leave();
@@ -280,7 +281,10 @@ static void fd_gone_locked(int fd)
 		ino = u->ino;
 		struct um_uffd *last = um_fd_close(&G.model, fd);
 		if (last) {
+			uint32_t id = last->id;
 			um_uffd_remove(&G.model, last);
+			if (__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+				shim_nest_carrier_gone_locked(id);
 			shim_update_own_ranges();
 		}
 	}

@@ -1,0 +1,628 @@
+/* shim_nest.c - several uffds of one process on the same memory.
+ *
+ * The kernel lets one uffd register a page; a second gets EBUSY.  Here the
+ * first keeps the kernel registration (the carrier) with the union of every
+ * client's modes, and the others get virtual registrations in the model.
+ * Faults on a nested span arrive on the carrier; the carrier's read() (our
+ * wrapper) routes each to the client the rules name (docs/design.md,
+ * "Nesting"):
+ *   MISSING / MINOR: the first client (carrier first, then by id) that
+ *     registered the page in that mode; none: the shim resolves it as the
+ *     kernel would without uffd (ZEROPAGE / CONTINUE);
+ *   WP: the first client that holds the page protected; none: the shim
+ *     unprotects it.  A page stays protected while any client holds it; a
+ *     client that unprotects wakes the writer, which faults again for the
+ *     next holder.
+ * A client that is not the reader gets its messages through a doorbell: a
+ * private page registered MISSING on its own uffd, touched by a small shim
+ * thread, so that its fd becomes readable; its read() then returns the
+ * queued messages in place of the doorbell's fault.  Resolutions by a
+ * non-carrier client are followed by a UFFDIO_WAKE on the carrier (the
+ * faulting thread sleeps there).
+ *
+ * State is under the model lock; kernel calls that change registrations run
+ * under the order lock like the app's own. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include "shim.h"
+#include "shim_raw.h"
+#include "uffd_compat.h"
+
+#define MAX_SPANS 256
+#define MAX_CLIENTS 16
+#define INBOX 64
+
+struct span {
+	uint64_t start, end;
+	uint32_t carrier_id;
+	uint64_t kmodes;        /* modes of the kernel registration (a superset) */
+};
+
+struct client {
+	uint32_t id;            /* model uffd id */
+	int fd;
+	uint64_t bell;          /* doorbell page */
+	int ring;               /* futex: 1 = the bell thread should ring */
+	int busy;               /* the bell is being rung */
+	struct uffd_msg inbox[INBOX];
+	uint32_t head, tail;    /* messages head..tail-1 wait */
+};
+
+int shim_nest_on;
+static struct span spans[MAX_SPANS];
+static uint32_t nspans;
+static struct client clients[MAX_CLIENTS];
+static uint32_t nclients;
+
+static long futex(int *uaddr, int op, int val)
+{
+	return RAW6(SYS_futex, uaddr, op, val, NULL, 0, 0);
+}
+
+static long kcall(int fd, unsigned long req, void *arg)
+{
+	return RAW3(SYS_ioctl, fd, req, arg);
+}
+
+static void kwake(int fd, uint64_t s, uint64_t e)
+{
+	struct uffdio_range r = {s, e - s};
+	kcall(fd, UFFDIO_WAKE, &r);
+}
+
+/* ---- lookups (locked) ---- */
+static struct span *span_at(uint64_t addr)
+{
+	for (uint32_t i = 0; i < nspans; i++)
+		if (addr >= spans[i].start && addr < spans[i].end)
+			return &spans[i];
+	return NULL;
+}
+
+static struct client *client_of(uint32_t id)
+{
+	for (uint32_t i = 0; i < nclients; i++)
+		if (clients[i].id == id)
+			return &clients[i];
+	return NULL;
+}
+
+static struct client *client_by_fd(int fd)
+{
+	struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
+	return u ? client_of(u->id) : NULL;
+}
+
+static int fd_of(uint32_t id)
+{
+	struct um_uffd *u = um_uffd_by_id(&G.model, id);
+	return u && u->nfds ? u->fds[0] : -1;
+}
+
+/* ---- doorbells ---- */
+static void *bell_main(void *arg)
+{
+	struct client *c = arg;
+	for (;;) {
+		while (!__atomic_exchange_n(&c->ring, 0, __ATOMIC_ACQ_REL))
+			futex(&c->ring, FUTEX_WAIT_PRIVATE, 0);
+		__atomic_store_n(&c->busy, 1, __ATOMIC_RELEASE);
+		/* A read fault on the MISSING doorbell: a message on the
+		 * client's uffd; we sleep until its read() resolves it. */
+		(void)*(volatile char *)(uintptr_t)c->bell;
+		RAW3(SYS_madvise, c->bell, UM_PAGE_SIZE, MADV_DONTNEED);
+		__atomic_store_n(&c->busy, 0, __ATOMIC_RELEASE);
+	}
+	return NULL;
+}
+
+static void ring(struct client *c)
+{
+	__atomic_store_n(&c->ring, 1, __ATOMIC_RELEASE);
+	futex(&c->ring, FUTEX_WAKE_PRIVATE, 1);
+}
+
+/* The client for uffd u (fd), with its doorbell; locked. */
+static struct client *client_get(struct um_uffd *u, int fd)
+{
+	struct client *c = client_of(u->id);
+	if (c)
+		return c;
+	if (nclients == MAX_CLIENTS)
+		return NULL;
+	void *bell = (void *)RAW6(SYS_mmap, 0, UM_PAGE_SIZE, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if ((long)bell < 0 && (long)bell > -4096)
+		return NULL;
+	struct uffdio_register reg = {.range = {(uint64_t)bell, UM_PAGE_SIZE},
+				      .mode = UFFDIO_REGISTER_MODE_MISSING};
+	if (kcall(fd, UFFDIO_REGISTER, &reg) < 0) {
+		RAW2(SYS_munmap, bell, UM_PAGE_SIZE);
+		return NULL;
+	}
+	c = &clients[nclients];
+	memset(c, 0, sizeof(*c));
+	c->id = u->id;
+	c->fd = fd;
+	c->bell = (uint64_t)bell;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	int rc = pthread_create(&t, &attr, bell_main, c);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		struct uffdio_range r = {(uint64_t)bell, UM_PAGE_SIZE};
+		kcall(fd, UFFDIO_UNREGISTER, &r);
+		RAW2(SYS_munmap, bell, UM_PAGE_SIZE);
+		return NULL;
+	}
+	nclients++;
+	return c;
+}
+
+static bool inbox_push(struct client *c, const struct uffd_msg *m)
+{
+	if (c->tail - c->head == INBOX)
+		return false;
+	c->inbox[c->tail++ % INBOX] = *m;
+	return true;
+}
+
+/* ---- registration ---- */
+static uint64_t kernel_ioctls(const struct um_mapping *m, uint64_t modes)
+{
+	uint64_t io = (1ull << _UFFDIO_WAKE) | (1ull << _UFFDIO_COPY) |
+		      (1ull << _UFFDIO_WRITEPROTECT) | (1ull << _UFFDIO_CONTINUE) |
+		      (1ull << _UFFDIO_POISON);
+	if (m->backing != UM_BACKING_HUGETLB)
+		io |= (1ull << _UFFDIO_ZEROPAGE) | (1ull << _UFFDIO_MOVE);
+	if (!(modes & UFFDIO_REGISTER_MODE_MINOR))
+		io &= ~(1ull << _UFFDIO_CONTINUE);
+	if (!(modes & UFFDIO_REGISTER_MODE_WP))
+		io &= ~(1ull << _UFFDIO_WRITEPROTECT);
+	return io;
+}
+
+/* The uffd (other than self) whose model registration holds addr; locked. */
+static struct um_uffd *owner_at(uint64_t addr, uint32_t self, uint64_t *end)
+{
+	struct span *s = span_at(addr);
+	if (s) {
+		*end = s->end;
+		return um_uffd_by_id(&G.model, s->carrier_id);
+	}
+	for (uint32_t i = 0; i < G.model.nuffds; i++) {
+		struct um_uffd *u = G.model.uffds[i];
+		if (u->id == self || (u->mm_pid && u->mm_pid != G.pid))
+			continue;
+		const struct um_range *r = um_range_find(u, addr);
+		if (r) {
+			*end = r->end;
+			return u;
+		}
+	}
+	return NULL;
+}
+
+static bool span_add(uint64_t s, uint64_t e, uint32_t carrier, uint64_t kmodes)
+{
+	for (uint32_t i = 0; i < nspans; i++)
+		if (spans[i].start == s && spans[i].end == e) {
+			spans[i].kmodes |= kmodes;
+			return true;
+		}
+	if (nspans == MAX_SPANS)
+		return false;
+	uint32_t j = nspans++;
+	while (j > 0 && spans[j - 1].start > s) {
+		spans[j] = spans[j - 1];
+		j--;
+	}
+	spans[j] = (struct span){s, e, carrier, kmodes};
+	return true;
+}
+
+int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls)
+{
+	if (!mode || (mode & ~(uint64_t)(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP |
+					 UFFDIO_REGISTER_MODE_MINOR)))
+		return -EBUSY;
+	uint64_t end = start + len;
+	struct um_mapping maps[64];
+	size_t nm = shim_maps_read(start, end, maps, 64);
+	/* Fully mapped, one kind of memory the mode suits (as the kernel checks). */
+	uint64_t cur = start;
+	for (size_t i = 0; i < nm; i++) {
+		if (maps[i].start > cur || maps[i].backing == UM_BACKING_UNKNOWN)
+			return -EBUSY;
+		if ((mode & UFFDIO_REGISTER_MODE_MINOR) && maps[i].backing == UM_BACKING_ANON)
+			return -EINVAL;
+		cur = maps[i].end;
+	}
+	if (cur < end || !nm)
+		return -EBUSY;
+	shim_lock();
+	struct um_uffd *me = um_uffd_by_fd(&G.model, fd);
+	if (!me || !me->api_done || me->wp_async) {
+		shim_unlock();
+		return -EBUSY;
+	}
+	uint32_t self = me->id;
+	struct client *cme = client_get(me, fd);
+	int rc = cme ? 0 : -EBUSY;
+	for (uint64_t a = start; rc == 0 && a < end;) {
+		uint64_t oend = end;
+		struct um_uffd *o = owner_at(a, self, &oend);
+		if (!o) { /* nobody here: ours in the kernel */
+			uint64_t b = a + UM_PAGE_SIZE;
+			uint64_t tmp;
+			while (b < end && !owner_at(b, self, &tmp))
+				b += UM_PAGE_SIZE;
+			struct uffdio_register reg = {.range = {a, b - a}, .mode = mode};
+			rc = (int)kcall(fd, UFFDIO_REGISTER, &reg);
+			a = b;
+			continue;
+		}
+		uint64_t b = oend < end ? oend : end;
+		int ofd = o->nfds ? o->fds[0] : -1;
+		struct span *sp = span_at(a);
+		uint64_t kmodes = sp ? sp->kmodes : 0;
+		if (!sp) {
+			const struct um_range *orr = um_range_find(o, a);
+			kmodes = orr ? orr->modes : 0;
+		}
+		if (ofd < 0 || !client_get(o, ofd)) {
+			rc = -EBUSY;
+			break;
+		}
+		if ((kmodes | mode) != kmodes) { /* widen the carrier's registration */
+			struct uffdio_register reg = {.range = {a, b - a}, .mode = kmodes | mode};
+			rc = (int)kcall(ofd, UFFDIO_REGISTER, &reg);
+			if (rc < 0)
+				break;
+		}
+		if (!span_add(a, b, sp ? sp->carrier_id : o->id, kmodes | mode))
+			rc = -EBUSY;
+		a = b;
+	}
+	if (rc == 0)
+		__atomic_store_n(&shim_nest_on, 1, __ATOMIC_RELEASE);
+	shim_unlock();
+	if (rc == 0)
+		*ioctls = kernel_ioctls(&maps[0], mode);
+	return rc;
+}
+
+/* ---- routing ---- */
+/* Who gets a fault at page p of span s (flags: UFFD_PAGEFAULT_FLAG_*);
+ * 0 = nobody. Locked. */
+static uint32_t route(const struct span *s, uint64_t page, uint64_t flags)
+{
+	uint64_t want = (flags & UFFD_PAGEFAULT_FLAG_WP) ? UFFDIO_REGISTER_MODE_WP
+			: (flags & UFFD_PAGEFAULT_FLAG_MINOR) ? UFFDIO_REGISTER_MODE_MINOR
+							       : UFFDIO_REGISTER_MODE_MISSING;
+	uint32_t best = 0;
+	for (uint32_t pass = 0; pass < 2 && !best; pass++)
+		for (uint32_t i = 0; i < G.model.nuffds && !best; i++) {
+			struct um_uffd *u = G.model.uffds[i];
+			if ((pass == 0) != (u->id == s->carrier_id))
+				continue;
+			const struct um_range *r = um_range_find(u, page);
+			if (!r || !(r->modes & want))
+				continue;
+			if (want == UFFDIO_REGISTER_MODE_WP && !um_wp_test(&u->wp, page))
+				continue;
+			best = u->id;
+		}
+	return best;
+}
+
+/* Resolve a fault nobody wants, as the kernel would without a uffd. */
+static void resolve_unwanted(int fd, uint64_t page, uint64_t flags)
+{
+	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		struct uffdio_writeprotect w = {{page, UM_PAGE_SIZE}, 0};
+		kcall(fd, UFFDIO_WRITEPROTECT, &w);
+	} else if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+		struct uffdio_continue c = {.range = {page, UM_PAGE_SIZE}};
+		kcall(fd, UFFDIO_CONTINUE, &c);
+	} else {
+		struct uffdio_zeropage z = {.range = {page, UM_PAGE_SIZE}};
+		if (kcall(fd, UFFDIO_ZEROPAGE, &z) < 0)
+			kwake(fd, page, page + UM_PAGE_SIZE);
+	}
+}
+
+ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap)
+{
+	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE) ||
+	    n < (ssize_t)sizeof(struct uffd_msg))
+		return n;
+	struct uffd_msg *msgs = buf;
+	size_t count = (size_t)n / sizeof(*msgs), room = cap / sizeof(*msgs), kept = 0;
+	struct uffd_msg extra[INBOX];
+	size_t nextra = 0;
+	shim_lock();
+	struct client *me = client_by_fd(fd);
+	for (size_t i = 0; i < count; i++) {
+		struct uffd_msg m;
+		memcpy(&m, &msgs[i], sizeof(m));
+		if (m.event != UFFD_EVENT_PAGEFAULT) {
+			msgs[kept++] = m;
+			continue;
+		}
+		uint64_t page = m.arg.pagefault.address & ~(UM_PAGE_SIZE - 1);
+		if (me && page == me->bell) {
+			/* Our doorbell: what waits in the inbox takes its place. */
+			struct uffdio_zeropage z = {.range = {page, UM_PAGE_SIZE}};
+			kcall(fd, UFFDIO_ZEROPAGE, &z);
+			while (me->head != me->tail && nextra < INBOX)
+				extra[nextra++] = me->inbox[me->head++ % INBOX];
+			continue;
+		}
+		struct span *s = span_at(page);
+		struct um_uffd *self = me ? um_uffd_by_id(&G.model, me->id) : NULL;
+		if (!s || !self || s->carrier_id != self->id) {
+			msgs[kept++] = m;
+			continue;
+		}
+		uint32_t to = route(s, page, m.arg.pagefault.flags);
+		if (to == self->id) {
+			msgs[kept++] = m;
+			continue;
+		}
+		struct client *dst = to ? client_of(to) : NULL;
+		if (dst && inbox_push(dst, &m)) {
+			ring(dst);
+			continue;
+		}
+		resolve_unwanted(fd, page, m.arg.pagefault.flags);
+	}
+	if (me && me->head != me->tail)
+		ring(me); /* more than fit: ring again */
+	shim_unlock();
+	for (size_t k = 0; k < nextra; k++) {
+		if (kept < room) {
+			msgs[kept++] = extra[k];
+		} else { /* no room in the caller's buffer: back to the inbox */
+			shim_lock();
+			if (me && me->head > 0) {
+				me->head--;
+				me->inbox[me->head % INBOX] = extra[k];
+			}
+			ring(me);
+			shim_unlock();
+		}
+	}
+	return (ssize_t)(kept * sizeof(*msgs));
+}
+
+/* ---- the other calls of a client on nested memory ---- */
+bool shim_nest_touches(uint64_t start, uint64_t len)
+{
+	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+		return false;
+	bool hit = false;
+	shim_lock();
+	for (uint32_t i = 0; i < nspans && !hit; i++)
+		hit = spans[i].start < start + len && start < spans[i].end;
+	shim_unlock();
+	return hit;
+}
+
+static void wake_carriers(int fd, uint64_t start, uint64_t len, bool also_own);
+
+/* After fd's successful call resolved [start, start+len): wake the threads
+ * that sleep on the carrier. */
+void shim_nest_after_resolve(int fd, uint64_t start, uint64_t len)
+{
+	wake_carriers(fd, start, len, false);
+}
+
+/* Wake the sleepers of the nested spans in [start, start+len) on their
+ * carriers; with also_own, even where fd is the carrier (a call the shim
+ * answered without the kernel, which would have woken them). */
+static void wake_carriers(int fd, uint64_t start, uint64_t len, bool also_own)
+{
+	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE) || !len)
+		return;
+	uint64_t s0 = start & ~(UM_PAGE_SIZE - 1), e0 = start + len;
+	shim_lock();
+	struct um_uffd *me = um_uffd_by_fd(&G.model, fd);
+	for (uint32_t i = 0; i < nspans; i++) {
+		struct span *s = &spans[i];
+		if (s->end <= s0 || s->start >= e0 || (!also_own && me && s->carrier_id == me->id))
+			continue;
+		int cfd = fd_of(s->carrier_id);
+		if (cfd >= 0)
+			kwake(cfd, s->start > s0 ? s->start : s0, s->end < e0 ? s->end : e0);
+	}
+	shim_unlock();
+}
+
+/* Does a client other than self hold page p protected?  Locked. */
+static bool held_by_other(uint32_t self, uint64_t p)
+{
+	for (uint32_t i = 0; i < G.model.nuffds; i++) {
+		struct um_uffd *u = G.model.uffds[i];
+		if (u->id == self || (u->mm_pid && u->mm_pid != G.pid))
+			continue;
+		const struct um_range *r = um_range_find(u, p);
+		if (r && (r->modes & UFFDIO_REGISTER_MODE_WP) && um_wp_test(&u->wp, p))
+			return true;
+	}
+	return false;
+}
+
+long shim_nest_unprotect(int fd, uint64_t start, uint64_t len, uint64_t mode)
+{
+	uint64_t end = start + len;
+	shim_lock();
+	struct um_uffd *me = um_uffd_by_fd(&G.model, fd);
+	uint32_t self = me ? me->id : 0;
+	long rc = 0;
+	for (uint64_t a = start; a < end && rc == 0;) {
+		uint64_t b = a;
+		while (b < end && !held_by_other(self, b))
+			b += UM_PAGE_SIZE;
+		if (b > a) {
+			struct uffdio_writeprotect w = {{a, b - a}, mode};
+			rc = kcall(fd, UFFDIO_WRITEPROTECT, &w);
+		}
+		while (b < end && held_by_other(self, b))
+			b += UM_PAGE_SIZE;
+		a = b;
+	}
+	shim_unlock();
+	if (rc == 0 && !(mode & UFFDIO_WRITEPROTECT_MODE_DONTWAKE))
+		wake_carriers(fd, start, len, true);
+	return rc;
+}
+
+long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
+{
+	uint64_t end = start + len;
+	long rc = 0;
+	shim_lock();
+	struct um_uffd *me = um_uffd_by_fd(&G.model, fd);
+	uint32_t self = me ? me->id : 0;
+	for (uint64_t a = start; a < end && rc == 0;) {
+		struct span *s = span_at(a);
+		uint64_t b = a + UM_PAGE_SIZE;
+		while (b < end && span_at(b) == s)
+			b += UM_PAGE_SIZE;
+		if (!s) { /* our own registration, or none: the kernel's answer */
+			struct uffdio_range r = {a, b - a};
+			rc = kcall(fd, UFFDIO_UNREGISTER, &r);
+		} else if (s->carrier_id != self) {
+			/* Virtual: pages only we held go writable; our waiters
+			 * fault again for the next client. */
+			for (uint64_t p = a; p < b; p += UM_PAGE_SIZE)
+				if (me && um_wp_test(&me->wp, p) && !held_by_other(self, p)) {
+					struct uffdio_writeprotect w = {{p, UM_PAGE_SIZE},
+									UFFDIO_WRITEPROTECT_MODE_DONTWAKE};
+					kcall(fd, UFFDIO_WRITEPROTECT, &w);
+				}
+			int cfd = fd_of(s->carrier_id);
+			if (cfd >= 0)
+				kwake(cfd, a, b);
+		} else {
+			/* We carry it for others: hand the kernel registration to
+			 * the next client (a short window without one). */
+			uint32_t next = 0;
+			uint64_t nmodes = 0;
+			for (uint32_t i = 0; i < G.model.nuffds && !next; i++) {
+				struct um_uffd *u = G.model.uffds[i];
+				const struct um_range *r = u->id == self ? NULL : um_range_find(u, a);
+				if (r && (!u->mm_pid || u->mm_pid == G.pid) && u->nfds) {
+					next = u->id;
+					nmodes = r->modes;
+				}
+			}
+			struct uffdio_range r = {a, b - a};
+			rc = kcall(fd, UFFDIO_UNREGISTER, &r);
+			int nfd = fd_of(next);
+			if (rc == 0 && nfd >= 0) {
+				struct uffdio_register reg = {.range = {a, b - a}, .mode = nmodes};
+				kcall(nfd, UFFDIO_REGISTER, &reg);
+				struct um_uffd *nu = um_uffd_by_id(&G.model, next);
+				for (uint64_t p = a; nu && p < b; p += UM_PAGE_SIZE)
+					if (um_wp_test(&nu->wp, p)) {
+						struct uffdio_writeprotect w = {{p, UM_PAGE_SIZE},
+										UFFDIO_WRITEPROTECT_MODE_WP};
+						kcall(nfd, UFFDIO_WRITEPROTECT, &w);
+					}
+				s->carrier_id = next;
+				s->kmodes = nmodes;
+			}
+		}
+		a = b;
+	}
+	shim_unlock();
+	return rc;
+}
+
+/* The carrier uffd id is gone (its last fd closed: the kernel dropped its
+ * registrations): the next client of each of its spans takes the kernel
+ * registration, with its own protections.  Locked. */
+void shim_nest_carrier_gone_locked(uint32_t id)
+{
+	for (uint32_t i = 0; i < nspans; i++) {
+		struct span *s = &spans[i];
+		if (s->carrier_id != id)
+			continue;
+		for (uint32_t k = 0; k < G.model.nuffds; k++) {
+			struct um_uffd *u = G.model.uffds[k];
+			const struct um_range *r = um_range_find(u, s->start);
+			if (!r || !u->nfds || (u->mm_pid && u->mm_pid != G.pid))
+				continue;
+			struct uffdio_register reg = {.range = {s->start, s->end - s->start},
+						      .mode = r->modes};
+			if (kcall(u->fds[0], UFFDIO_REGISTER, &reg) == 0)
+				for (uint64_t p = s->start; p < s->end; p += UM_PAGE_SIZE)
+					if (um_wp_test(&u->wp, p)) {
+						struct uffdio_writeprotect w = {{p, UM_PAGE_SIZE},
+										UFFDIO_WRITEPROTECT_MODE_WP};
+						kcall(u->fds[0], UFFDIO_WRITEPROTECT, &w);
+					}
+			s->carrier_id = u->id;
+			s->kmodes = r->modes;
+			break;
+		}
+	}
+	shim_nest_prune_locked();
+}
+
+/* After unregister/close: spans with fewer than two clients end. Locked. */
+void shim_nest_prune_locked(void)
+{
+	uint32_t w = 0;
+	for (uint32_t i = 0; i < nspans; i++) {
+		uint32_t n = 0;
+		for (uint32_t k = 0; k < G.model.nuffds; k++)
+			n += um_range_find(G.model.uffds[k], spans[i].start) != NULL;
+		bool carrier_alive = um_uffd_by_id(&G.model, spans[i].carrier_id) != NULL;
+		if (n >= 2 && carrier_alive)
+			spans[w++] = spans[i];
+	}
+	nspans = w;
+}
+
+/* Spans for status --verify: fills up to cap (start, end, kmodes), returns
+ * the count; and the doorbell pages. Locked by the caller. */
+uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells,
+				uint32_t *nbells)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < nspans && n < cap; i++, n++) {
+		out[n][0] = spans[i].start;
+		out[n][1] = spans[i].end;
+		out[n][2] = spans[i].kmodes;
+	}
+	*nbells = 0;
+	for (uint32_t i = 0; i < nclients && *nbells < MAX_CLIENTS; i++)
+		bells[(*nbells)++] = clients[i].bell;
+	return n;
+}
+
+void shim_nest_after_fork_child(void)
+{
+	/* The bell threads did not survive; the child's mappings lost the
+	 * registrations of uffds without EVENT_FORK.  Nesting starts afresh. */
+	nspans = nclients = 0;
+	shim_nest_on = 0;
+}
