@@ -2,6 +2,9 @@
 # run-benches.sh - run every benchmark program in $UFFDSHIM_BUILD/bench with its
 # defaults (fault_bench first, then the others in name order) and print their
 # output.  `make bench` runs this with UFFDSHIM_BUILD=<absolute build dir>.
+# The loop below is the invocation of each: dump_restore_bench, then
+# track_bench (dirty tracking: untracked vs async/sync tracked phases, the
+# protocol and `uffd-record track`, then the cost of a cut; about 80 s).
 #
 # The benchmarks compare native and shimmed runs themselves and find the shim
 # at $UFFDSHIM_LIB (default: $UFFDSHIM_BUILD/libuffdshim.so).  Their verdicts

@@ -41,6 +41,17 @@ enum uctl_op {
 	UCTL_TRACK_STOP = 8,  /* release everything; reply: no payload */
 	UCTL_TRACK_INFO = 9,  /* reply: rep + ranges (no cut); -ENOENT when
 			       * nothing is tracked */
+	/* An external monitor (docs/design.md "External monitors"): OPEN makes
+	 * a uffd in this process for the connection, which from then on is
+	 * served by a thread of its own and speaks only MON_*; the uffd goes
+	 * when the connection closes (the monitor exits or dies). */
+	UCTL_MON_OPEN = 11,   /* req: struct uctl_mon_open; reply: struct uctl_mon_info */
+	UCTL_MON_IOCTL = 12,  /* req: struct uctl_mon_ioctl + the UFFDIO_* argument
+			       * (+ for UFFDIO_COPY the len bytes of data, src
+			       * ignored); reply status 0/-errno, payload: the
+			       * argument as the kernel left it */
+	UCTL_MON_READ = 13,   /* req: struct uctl_mon_read; reply: uffd_msg[] (may
+			       * be none after the timeout) */
 	UCTL_NEST_INFO = 10,  /* reply: struct uctl_nest_info, then nspans ×
 			       * {start, end, kernel modes} (uint64_t each),
 			       * then nbells doorbell page addresses (uint64_t) */
@@ -68,6 +79,26 @@ struct uctl_ping {
 struct uctl_nest_info {
 	uint32_t nspans;
 	uint32_t nbells;
+};
+
+struct uctl_mon_open {
+	uint64_t features;    /* UFFDIO_API features for the monitor's uffd */
+};
+struct uctl_mon_info {
+	uint32_t uffd_id;     /* its id in the model */
+	int32_t fd;           /* its fd in the process (the app cannot use it) */
+	uint64_t features;    /* UFFDIO_API's answer */
+	uint64_t ioctls;
+};
+struct uctl_mon_ioctl {
+	uint64_t request;     /* UFFDIO_REGISTER, _COPY, _WRITEPROTECT, ... */
+	uint32_t arg_len;     /* bytes of the argument that follow (its _IOC_SIZE) */
+	uint32_t data_len;    /* UFFDIO_COPY: bytes of data after the argument */
+};
+#define UCTL_MON_MAX_DATA (1u << 20)
+struct uctl_mon_read {
+	uint32_t max_msgs;    /* at most this many (≤ 64) */
+	int32_t timeout_ms;   /* wait this long for the first (0: don't wait) */
 };
 
 /* UCTL_TRACK_START request: flags, then nsel selected [start, end) pairs

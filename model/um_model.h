@@ -29,6 +29,7 @@ enum um_origin {
 	UM_ORIGIN_INHERITED = 5, /* fork() copied the fd table */
 	UM_ORIGIN_EXEC = 6,      /* survived exec (no CLOEXEC) */
 	UM_ORIGIN_RESTORED = 7,  /* recreated by uffd-replay / the CRIU plugin */
+	UM_ORIGIN_MONITOR = 8,   /* made by the shim for an external monitor */
 };
 
 /* What backs a registered range. */

@@ -15,6 +15,7 @@ const char *um_origin_name(uint32_t origin)
 	case UM_ORIGIN_INHERITED: return "inherited";
 	case UM_ORIGIN_EXEC: return "survived-exec";
 	case UM_ORIGIN_RESTORED: return "restored";
+	case UM_ORIGIN_MONITOR: return "monitor";
 	default: return "unknown";
 	}
 }

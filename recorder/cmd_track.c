@@ -280,9 +280,19 @@ int cmd_track(int argc, char **argv)
 		}
 		struct track_reply t;
 		uint64_t t0 = now_ns(CLOCK_MONOTONIC);
+		/* One connection per epoch: the shim serves one connection at a
+		 * time, and status and dump must get through between cuts (the
+		 * shim knows the monitor by its pid). */
+		if (epoch > 0 && uctl_connect(&c, pid, UCTL_DEFAULT_TIMEOUT_MS, err, sizeof(err)) !=
+				     UCTL_R_OK) {
+			fprintf(stderr, "uffd-record track: pid %d: %s\n", pid, err);
+			ret = 1;
+			break;
+		}
 		if (track_call(&c, epoch ? UCTL_TRACK_CUT : UCTL_TRACK_START, epoch ? NULL : req,
 			       epoch ? 0 : (uint32_t)reqlen, &t, err, sizeof(err)) < 0) {
 			fprintf(stderr, "uffd-record track: pid %d: %s\n", pid, err);
+			uctl_close(&c);
 			ret = 1;
 			break;
 		}
@@ -294,9 +304,13 @@ int cmd_track(int argc, char **argv)
 		    UCTL_R_OK) {
 			fprintf(stderr, "uffd-record track: pid %d: state: %s\n", pid, err);
 			free(t.raw);
+			uctl_close(&c);
 			ret = 1;
 			break;
 		}
+		bool stopping = last;
+		if (!stopping)
+			uctl_close(&c);
 		bool frozen = last && freeze && epoch > 0;
 		if (frozen && kill(pid, SIGSTOP) == 0)
 			wait_stopped(pid);
@@ -346,8 +360,12 @@ int cmd_track(int argc, char **argv)
 		if (last)
 			break;
 	}
-	track_call(&c, UCTL_TRACK_STOP, NULL, 0, NULL, err, sizeof(err));
-	uctl_close(&c);
+	if (c.fd < 0 && uctl_connect(&c, pid, UCTL_DEFAULT_TIMEOUT_MS, err, sizeof(err)) != UCTL_R_OK)
+		c.fd = -1;
+	if (c.fd >= 0) {
+		track_call(&c, UCTL_TRACK_STOP, NULL, 0, NULL, err, sizeof(err));
+		uctl_close(&c);
+	}
 	track_pages_free(&tp);
 	g_free(req);
 	return ret;

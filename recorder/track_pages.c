@@ -260,6 +260,9 @@ static int consider(struct epoch_out *e, uint64_t page, uint64_t pm, char *err, 
 	bool present = (pm >> PM_BIT_PRESENT & 1) || (pm >> PM_BIT_SWAPPED & 1);
 	if (!present) {
 		if (chain_get(e->tp, page)) {
+			/* Runs go in address order: the lower pages queued first. */
+			if (flush_batch(e, err, errlen) < 0)
+				return -1;
 			add_run(e, page, UMI_RUN_ABSENT, 0);
 			chain_set(e->tp, page, 0);
 			e->s->absent++;

@@ -215,10 +215,19 @@ void shim_nest_after_resolve(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
  * expand fd's doorbell into its queued messages.  cap: the caller's buffer. */
 ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap) SHIM_HIDDEN;
 void shim_nest_prune_locked(void) SHIM_HIDDEN;
+/* Messages of fd read by the shim: queue them for the app's read(). */
+void shim_nest_deliver(int fd, const void *buf, ssize_t n) SHIM_HIDDEN;
 void shim_nest_carrier_gone_locked(uint32_t id) SHIM_HIDDEN;
 uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells,
 				uint32_t *nbells) SHIM_HIDDEN;
 void shim_nest_after_fork_child(void) SHIM_HIDDEN;
+
+/* ---- shim_monitor.c: external monitors (uffdshim_ctl.h UCTL_MON_*) ---- */
+/* The rest of connection fd is a monitor's: serve it on a thread of its own
+ * (takes fd over).  false: could not (the caller closes fd). */
+bool shim_monitor_serve(int fd, pid_t peer, const void *req, uint32_t len) SHIM_HIDDEN;
+ssize_t shim_read_uffd_internal(int fd, void *buf, size_t n) SHIM_HIDDEN;
+void shim_close_uffd_internal(int fd) SHIM_HIDDEN;
 
 /* ---- shim_trace.c ---- */
 extern int shim_tracing SHIM_HIDDEN;

@@ -167,15 +167,16 @@ static bool serve_track(int fd, const struct uctl_hdr *h, const uint8_t *req, pi
 	}
 }
 
-/* One connection: requests until the peer closes or sends garbage. */
-static void serve(int fd)
+/* One connection: requests until the peer closes or sends garbage.  Returns
+ * true when the connection was handed to a monitor thread (not to close). */
+static bool serve(int fd)
 {
 	struct ucred cred;
 	socklen_t cl = sizeof(cred);
 	if (RAW5(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 ||
 	    cred.uid != (uid_t)RAW0(SYS_getuid)) {
 		reply(fd, 0, -EPERM, NULL, 0);
-		return;
+		return false;
 	}
 	struct timeval tv = {5, 0};
 	RAW5(SYS_setsockopt, fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -269,6 +270,12 @@ static void serve(int fd)
 				   (uint32_t)(sizeof(ni) + ni.nspans * 24u + ni.nbells * 8u));
 			break;
 		}
+		case UCTL_MON_OPEN:
+			if (quiesced) {
+				ok = reply(fd, h.op, -EBUSY, NULL, 0);
+				break;
+			}
+			return shim_monitor_serve(fd, cred.pid, small, h.len);
 		case UCTL_TRACK_START:
 		case UCTL_TRACK_CUT:
 		case UCTL_TRACK_STOP:
@@ -294,6 +301,7 @@ static void serve(int fd)
 		shim_refresh_inodes();
 		shim_resume(); /* a dump tool that dies must not leave the app frozen */
 	}
+	return false;
 }
 
 static void *ctl_thread(void *arg)
@@ -342,7 +350,8 @@ static void *ctl_thread(void *arg)
 			}
 			break;
 		}
-		serve(c);
+		if (serve(c))
+			continue; /* a monitor's thread has it now */
 		shim_fd_set(c, FD_NONE);
 		RAW1(SYS_close, c);
 	}

@@ -316,10 +316,14 @@ static uint32_t route(const struct span *s, uint64_t page, uint64_t flags)
 			: (flags & UFFD_PAGEFAULT_FLAG_MINOR) ? UFFDIO_REGISTER_MODE_MINOR
 							       : UFFDIO_REGISTER_MODE_MISSING;
 	uint32_t best = 0;
-	for (uint32_t pass = 0; pass < 2 && !best; pass++)
+	/* External monitors first (below the app), then the carrier, then the
+	 * others in the order they were made. */
+	for (uint32_t pass = 0; pass < 3 && !best; pass++)
 		for (uint32_t i = 0; i < G.model.nuffds && !best; i++) {
 			struct um_uffd *u = G.model.uffds[i];
-			if ((pass == 0) != (u->id == s->carrier_id))
+			bool mon = u->origin == UM_ORIGIN_MONITOR;
+			bool car = u->id == s->carrier_id;
+			if (pass == 0 ? !mon : pass == 1 ? (mon || !car) : (mon || car))
 				continue;
 			const struct um_range *r = um_range_find(u, page);
 			if (!r || !(r->modes & want))
@@ -409,6 +413,33 @@ ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap)
 		}
 	}
 	return (ssize_t)(kept * sizeof(*msgs));
+}
+
+/* Messages of fd's uffd read by the shim (the tracker's pump): queue them for
+ * the app's own read() and ring its doorbell.  A fault that cannot be queued
+ * is woken instead (the thread faults again: a new message). */
+void shim_nest_deliver(int fd, const void *buf, ssize_t n)
+{
+	const struct uffd_msg *msgs = buf;
+	size_t count = (size_t)n / sizeof(*msgs);
+	shim_lock();
+	struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
+	struct client *c = u ? client_get(u, fd) : NULL;
+	if (c)
+		__atomic_store_n(&shim_nest_on, 1, __ATOMIC_RELEASE);
+	for (size_t i = 0; i < count; i++) {
+		if (c && inbox_push(c, &msgs[i]))
+			continue;
+		if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
+			uint64_t page = msgs[i].arg.pagefault.address & ~(UM_PAGE_SIZE - 1);
+			kwake(fd, page, page + UM_PAGE_SIZE);
+		} else {
+			shim_log("nest: an event could not be handed to the app");
+		}
+	}
+	if (c)
+		ring(c);
+	shim_unlock();
 }
 
 /* ---- the other calls of a client on nested memory ---- */

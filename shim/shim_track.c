@@ -16,7 +16,11 @@
  * change protection run under the order lock, like the app's own. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/uio.h>
+#include <time.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -296,6 +300,87 @@ static int carrier_fd_locked(uint32_t id)
 	return u && u->nfds ? u->fds[0] : -1;
 }
 
+/* ---- the pump: our WP faults must not wait for the app's reader ----
+ * A thread of the app may write a page we protect through the app's uffd
+ * while no thread of the app reads that uffd (or the reader itself writes):
+ * the pump reads the carriers too, without blocking, resolves our faults,
+ * and hands every other message to the app through its doorbell
+ * (shim_nest_deliver), so the app still sees each of its messages once. */
+static int pump_running;
+
+static void *pump_main(void *arg)
+{
+	(void)arg;
+	while (__atomic_load_n(&T.active, __ATOMIC_ACQUIRE)) {
+		struct { int fd; short events, revents; } p[16];
+		uint32_t ids[16], n = 0;
+		shim_lock();
+		for (uint32_t i = 0; i < T.n && n < 16; i++) {
+			if (T.r[i].mode != UCTL_TM_SYNC)
+				continue;
+			int fd = carrier_fd_locked(T.r[i].carrier_id);
+			bool dup = false;
+			for (uint32_t k = 0; k < n; k++)
+				dup |= ids[k] == T.r[i].carrier_id;
+			if (fd >= 0 && !dup) {
+				p[n].fd = fd;
+				p[n].events = 1; /* POLLIN */
+				p[n].revents = 0;
+				ids[n++] = T.r[i].carrier_id;
+			}
+		}
+		shim_unlock();
+		if (!n || RAW3(SYS_poll, p, n, 100) <= 0) {
+			if (!n) {
+				struct timespec ts = {0, 100 * 1000 * 1000};
+				RAW2(SYS_nanosleep, &ts, NULL);
+			}
+			continue;
+		}
+		for (uint32_t k = 0; k < n; k++) {
+			if (!(p[k].revents & 1))
+				continue;
+			struct uffd_msg msgs[16];
+			struct iovec iov = {msgs, sizeof(msgs)};
+			long r = -EBADF;
+			/* Under the lock: the app cannot close and reuse the number
+			 * meanwhile; RWF_NOWAIT: never block holding it. */
+			shim_lock();
+			if (carrier_fd_locked(ids[k]) == p[k].fd)
+				r = RAW6(SYS_preadv2, p[k].fd, &iov, 1, -1L, 0, RWF_NOWAIT);
+			shim_unlock();
+			if (r <= 0)
+				continue;
+			ssize_t kept = shim_track_filter(p[k].fd, msgs, r);
+			kept = kept > 0 ? shim_nest_filter(p[k].fd, msgs, kept, sizeof(msgs)) : kept;
+			if (kept > 0)
+				shim_nest_deliver(p[k].fd, msgs, kept);
+		}
+	}
+	__atomic_store_n(&pump_running, 0, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+static void pump_start(void)
+{
+	int expected = 0;
+	if (!__atomic_compare_exchange_n(&pump_running, &expected, 1, false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE))
+		return;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_t t;
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 128 * 1024);
+	if (pthread_create(&t, &attr, pump_main, NULL) != 0)
+		__atomic_store_n(&pump_running, 0, __ATOMIC_RELEASE);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* Protect a newly tracked piece (or learn that it cannot be). */
 static void protect_new(struct uctl_track_range *r, struct shim_track_out *o)
 {
@@ -315,6 +400,8 @@ static void protect_new(struct uctl_track_range *r, struct shim_track_out *o)
 		shim_unlock();
 		if (rc < 0)
 			r->mode = UCTL_TM_ALL;
+		else
+			pump_start();
 	}
 	runs_push(o, r->start, r->end);
 }
@@ -567,6 +654,7 @@ void shim_track_after_fork_child(void)
 		}
 	memset(&T, 0, sizeof(T));
 	T.async_fd = T.pidfd = -1;
+	pump_running = 0;
 }
 
 /* ---- the app's paths ---- */

@@ -165,6 +165,8 @@ int __openat64_2(int dirfd, const char *path, int flags)
 	return opened(real.openat64_2(dirfd, path, flags), path);
 }
 
+static void fd_gone_locked(int fd);
+
 /* ---- read ---- */
 static ssize_t after_read(int fd, const void *buf, ssize_t r)
 {
@@ -188,6 +190,30 @@ static bool uffd_nonblocking(int fd)
 	bool nb = u && (u->file_flags & O_NONBLOCK);
 	shim_unlock();
 	return nb;
+}
+
+/* The shim's own read of a uffd it serves (an external monitor's): the same
+ * routing and recording as the app's read(), on a non-blocking fd. */
+ssize_t shim_read_uffd_internal(int fd, void *buf, size_t n)
+{
+	shim_gate_enter();
+	ssize_t r = real.read(fd, buf, n);
+	ssize_t kept = r > 0 ? shim_nest_filter(fd, buf, r, n) : r;
+	kept = kept > 0 ? shim_track_filter(fd, buf, kept) : kept;
+	after_read(fd, buf, kept);
+	shim_gate_leave();
+	return kept;
+}
+
+/* Close a uffd fd of the shim's own (a monitor's) like the app's close. */
+void shim_close_uffd_internal(int fd)
+{
+	shim_gate_enter();
+	shim_lock();
+	real.close(fd);
+	fd_gone_locked(fd);
+	shim_unlock();
+	shim_gate_leave();
 }
 
 static ssize_t read_uffd(int fd, void *buf, size_t n, size_t buflen, bool chk)
