@@ -337,6 +337,14 @@ static void *pump_main(void *arg)
 			}
 			continue;
 		}
+		/* A fallback: the app's reader normally takes its messages at
+		 * once.  Only what still waits 2 ms later is ours to move. */
+		struct timespec grace = {0, 2 * 1000 * 1000};
+		RAW2(SYS_nanosleep, &grace, NULL);
+		for (uint32_t k = 0; k < n; k++)
+			p[k].revents = 0;
+		if (RAW3(SYS_poll, p, n, 0) <= 0)
+			continue;
 		for (uint32_t k = 0; k < n; k++) {
 			if (!(p[k].revents & 1))
 				continue;
@@ -418,13 +426,19 @@ static void cut_piece(struct uctl_track_range *r, struct shim_track_out *o)
 			runs_push(o, r->start, r->end);
 	} else if (r->mode == UCTL_TM_SYNC) {
 		/* Not atomic like WP_MATCHING: a page the app or the filter
-		 * unprotects between the scan and the protection is in marks. */
-		if (scan(o, r->start, r->end, PAGE_IS_WRITTEN | PAGE_IS_PRESENT, false) < 0)
+		 * unprotects between the scan and the protection is in marks.
+		 * Only what the scan found needs protecting again. */
+		uint64_t first = o->nruns;
+		if (scan(o, r->start, r->end, PAGE_IS_WRITTEN | PAGE_IS_PRESENT, false) < 0) {
+			o->nruns = first;
 			runs_push(o, r->start, r->end);
+		}
 		shim_lock();
 		int fd = carrier_fd_locked(r->carrier_id);
-		if (fd >= 0)
-			wp_range(fd, r->start, r->end, true);
+		for (uint64_t k = first; fd >= 0 && k < o->nruns; k++) {
+			uint64_t a = o->runs[k].start, b = a + (o->runs[k].npages << UM_PAGE_SHIFT);
+			wp_range(fd, a > r->start ? a : r->start, b < r->end ? b : r->end, true);
+		}
 		shim_unlock();
 	} else {
 		runs_push(o, r->start, r->end);
