@@ -204,10 +204,12 @@ ssize_t shim_track_filter(int fd, void *buf, ssize_t n) SHIM_HIDDEN;
 
 /* ---- shim_nest.c: several uffds of this process on the same memory ---- */
 extern int shim_nest_on SHIM_HIDDEN;
+extern int shim_nest_enabled SHIM_HIDDEN; /* UFFDSHIM_NEST=0: the kernel's EBUSY */
 /* REGISTER met EBUSY: register virtually; 0 and *ioctls, or -errno. */
 int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls)
 	SHIM_HIDDEN;
 bool shim_nest_touches(uint64_t start, uint64_t len) SHIM_HIDDEN;
+bool shim_nest_touches_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
 long shim_nest_unregister(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
 long shim_nest_unprotect(int fd, uint64_t start, uint64_t len, uint64_t mode) SHIM_HIDDEN;
 void shim_nest_after_resolve(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;

@@ -54,6 +54,8 @@ bool shim_in_vm_sharing_child(void)
 
 void shim_update_own_ranges(void)
 {
+	if (__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+		shim_nest_prune_locked();
 	int own = 0;
 	for (uint32_t i = 0; i < G.model.nuffds && !own; i++)
 		own = G.model.uffds[i]->mm_pid == G.pid && G.model.uffds[i]->nranges > 0;
@@ -117,6 +119,8 @@ void shim_init(void)
 	um_alloc_set_ops(&raw_alloc);
 	shim_real_resolve();
 	debug_on = getenv("UFFDSHIM_DEBUG") != NULL;
+	const char *nest = getenv("UFFDSHIM_NEST");
+	shim_nest_enabled = !(nest && nest[0] == '0');
 	G.pid = (pid_t)RAW0(SYS_getpid);
 	um_state_init(&G.model, G.pid);
 	Dl_info info;

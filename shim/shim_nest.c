@@ -57,6 +57,7 @@ struct client {
 };
 
 int shim_nest_on;
+int shim_nest_enabled = 1;
 static struct span spans[MAX_SPANS];
 static uint32_t nspans;
 static struct client clients[MAX_CLIENTS];
@@ -443,14 +444,22 @@ void shim_nest_deliver(int fd, const void *buf, ssize_t n)
 }
 
 /* ---- the other calls of a client on nested memory ---- */
+bool shim_nest_touches_locked(uint64_t start, uint64_t len)
+{
+	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+		return false;
+	for (uint32_t i = 0; i < nspans; i++)
+		if (spans[i].start < start + len && start < spans[i].end)
+			return true;
+	return false;
+}
+
 bool shim_nest_touches(uint64_t start, uint64_t len)
 {
 	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
 		return false;
-	bool hit = false;
 	shim_lock();
-	for (uint32_t i = 0; i < nspans && !hit; i++)
-		hit = spans[i].start < start + len && start < spans[i].end;
+	bool hit = shim_nest_touches_locked(start, len);
 	shim_unlock();
 	return hit;
 }

@@ -325,7 +325,7 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 	if (!nested_call(fd, req, arg, &ret, &err)) {
 		ret = real.ioctl(fd, req, arg);
 		err = errno;
-		if (req == UFFDIO_REGISTER && ret < 0 && err == EBUSY)
+		if (req == UFFDIO_REGISTER && ret < 0 && err == EBUSY && shim_nest_enabled)
 			nested_register(fd, arg, &ret, &err);
 	}
 	long kret = ret < 0 ? -err : ret;
@@ -394,7 +394,7 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 					wp_clip_to_own(u, ps, ps + pl);
 					/* On nested memory every client's bits are its
 					 * own; the kernel's are their union. */
-					if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+					if (!shim_nest_touches_locked(ps, pl))
 						wp_readback_others(u, ps, ps + pl);
 				}
 				tr_a = s; tr_b = l; tr_c = a.wp.mode;

@@ -1037,6 +1037,11 @@ int main(int argc, char **argv)
 {
 	if (argc >= 3 && !strcmp(argv[1], "--child"))
 		return child_main(argv[2], argc >= 4 ? atoi(argv[3]) : 0);
+	/* Kernel-identical behaviour, case by case: nesting (a second uffd on a
+	 * taken range, where the kernel says EBUSY) is off here and tested in
+	 * nest_two_uffds_test. */
+	if (!getenv("UFFDSHIM_NEST"))
+		setenv("UFFDSHIM_NEST", "0", 1);
 
 	int fd = uffd_create(O_CLOEXEC);
 	if (fd < 0)
