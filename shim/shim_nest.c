@@ -47,6 +47,8 @@ struct span {
 };
 
 struct client {
+	int used;               /* slot taken (until its bell thread ends) */
+	int dead;               /* its uffd is gone: the bell thread ends */
 	uint32_t id;            /* model uffd id */
 	int fd;
 	uint64_t bell;          /* doorbell page */
@@ -91,7 +93,7 @@ static struct span *span_at(uint64_t addr)
 static struct client *client_of(uint32_t id)
 {
 	for (uint32_t i = 0; i < nclients; i++)
-		if (clients[i].id == id)
+		if (clients[i].used && !clients[i].dead && clients[i].id == id)
 			return &clients[i];
 	return NULL;
 }
@@ -115,6 +117,13 @@ static void *bell_main(void *arg)
 	for (;;) {
 		while (!__atomic_exchange_n(&c->ring, 0, __ATOMIC_ACQ_REL))
 			futex(&c->ring, FUTEX_WAIT_PRIVATE, 0);
+		if (__atomic_load_n(&c->dead, __ATOMIC_ACQUIRE)) {
+			/* Its uffd is gone (and with it the doorbell's
+			 * registration): free the page and the slot. */
+			RAW2(SYS_munmap, c->bell, UM_PAGE_SIZE);
+			__atomic_store_n(&c->used, 0, __ATOMIC_RELEASE);
+			return NULL;
+		}
 		__atomic_store_n(&c->busy, 1, __ATOMIC_RELEASE);
 		/* A read fault on the MISSING doorbell: a message on the
 		 * client's uffd; we sleep until its read() resolves it. */
@@ -137,7 +146,10 @@ static struct client *client_get(struct um_uffd *u, int fd)
 	struct client *c = client_of(u->id);
 	if (c)
 		return c;
-	if (nclients == MAX_CLIENTS)
+	bool room = nclients < MAX_CLIENTS;
+	for (uint32_t i = 0; i < nclients && !room; i++)
+		room = !__atomic_load_n(&clients[i].used, __ATOMIC_ACQUIRE);
+	if (!room)
 		return NULL;
 	void *bell = (void *)RAW6(SYS_mmap, 0, UM_PAGE_SIZE, PROT_READ | PROT_WRITE,
 				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -149,8 +161,15 @@ static struct client *client_get(struct um_uffd *u, int fd)
 		RAW2(SYS_munmap, bell, UM_PAGE_SIZE);
 		return NULL;
 	}
-	c = &clients[nclients];
+	c = NULL;
+	for (uint32_t i = 0; i < nclients && !c; i++)
+		if (!__atomic_load_n(&clients[i].used, __ATOMIC_ACQUIRE))
+			c = &clients[i];
+	if (!c)
+		c = &clients[nclients];
+	bool fresh = c == &clients[nclients];
 	memset(c, 0, sizeof(*c));
+	c->used = 1;
 	c->id = u->id;
 	c->fd = fd;
 	c->bell = (uint64_t)bell;
@@ -169,9 +188,11 @@ static struct client *client_get(struct um_uffd *u, int fd)
 		struct uffdio_range r = {(uint64_t)bell, UM_PAGE_SIZE};
 		kcall(fd, UFFDIO_UNREGISTER, &r);
 		RAW2(SYS_munmap, bell, UM_PAGE_SIZE);
+		c->used = 0;
 		return NULL;
 	}
-	nclients++;
+	if (fresh)
+		nclients++;
 	return c;
 }
 
@@ -601,6 +622,11 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
  * registration, with its own protections.  Locked. */
 void shim_nest_carrier_gone_locked(uint32_t id)
 {
+	for (uint32_t i = 0; i < nclients; i++) /* its doorbell goes */
+		if (clients[i].used && !clients[i].dead && clients[i].id == id) {
+			__atomic_store_n(&clients[i].dead, 1, __ATOMIC_RELEASE);
+			ring(&clients[i]);
+		}
 	for (uint32_t i = 0; i < nspans; i++) {
 		struct span *s = &spans[i];
 		if (s->carrier_id != id)
@@ -655,7 +681,8 @@ uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bell
 	}
 	*nbells = 0;
 	for (uint32_t i = 0; i < nclients && *nbells < MAX_CLIENTS; i++)
-		bells[(*nbells)++] = clients[i].bell;
+		if (clients[i].used && !clients[i].dead)
+			bells[(*nbells)++] = clients[i].bell;
 	return n;
 }
 
