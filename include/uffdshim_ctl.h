@@ -131,6 +131,9 @@ enum uctl_track_kind {
 	UCTL_TK_OTHER = 5,
 };
 #define UCTL_TR_NEW 1u        /* new since the previous cut: save it whole */
+#define UCTL_TR_AUGMENTED 2u  /* SYNC on an app registration without WP mode:
+			       * the shim added WP to it (the app's view is
+			       * unchanged; see docs/design.md) */
 
 struct uctl_track_range {
 	uint64_t start, end;

@@ -197,6 +197,7 @@ int shim_track_monitor_pidfd(void) SHIM_HIDDEN;
 void shim_track_after_fork_child(void) SHIM_HIDDEN;
 /* The app's uffd call changed [start, start+len) (fill, unprotect, move). */
 void shim_track_mark(uint64_t start, uint64_t len) SHIM_HIDDEN;
+void shim_track_mark_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
 /* Before the app registers [start, start+len) (order lock held). */
 void shim_track_yield(uint64_t start, uint64_t len) SHIM_HIDDEN;
 /* Remove our WP faults from what read() returned; returns the new length. */
@@ -217,6 +218,10 @@ void shim_nest_after_resolve(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
  * expand fd's doorbell into its queued messages.  cap: the caller's buffer. */
 ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap) SHIM_HIDDEN;
 void shim_nest_prune_locked(void) SHIM_HIDDEN;
+/* Dirty tracking: add WP to uffd id's MISSING-only registration [s, e). */
+int shim_nest_augment_locked(uint32_t id, int fd, uint64_t s, uint64_t e) SHIM_HIDDEN;
+/* fd lacks WP mode on augmented memory in [s, s+len): WP calls are refused. */
+bool shim_nest_aug_lacks_wp(int fd, uint64_t s, uint64_t len) SHIM_HIDDEN;
 /* Messages of fd read by the shim: queue them for the app's read(). */
 void shim_nest_deliver(int fd, const void *buf, ssize_t n) SHIM_HIDDEN;
 void shim_nest_carrier_gone_locked(uint32_t id) SHIM_HIDDEN;

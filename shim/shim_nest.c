@@ -44,6 +44,7 @@ struct span {
 	uint64_t start, end;
 	uint32_t carrier_id;
 	uint64_t kmodes;        /* modes of the kernel registration (a superset) */
+	int augmented;          /* WP added for dirty tracking, one client */
 };
 
 struct client {
@@ -254,7 +255,7 @@ static bool span_add(uint64_t s, uint64_t e, uint32_t carrier, uint64_t kmodes)
 		spans[j] = spans[j - 1];
 		j--;
 	}
-	spans[j] = (struct span){s, e, carrier, kmodes};
+	spans[j] = (struct span){s, e, carrier, kmodes, 0};
 	return true;
 }
 
@@ -329,6 +330,55 @@ int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint
 	return rc;
 }
 
+/* Dirty tracking adds WP to the app's MISSING-only registration [s, e) of uffd
+ * id (fd): the kernel registration gets MISSING|WP, the app's model keeps its
+ * modes; the span stays known so that verify expects "uw", the app's own WP
+ * calls there get the kernel's answer for a non-WP range, and WP faults are
+ * resolved by the shim.  Locked. */
+int shim_nest_augment_locked(uint32_t id, int fd, uint64_t s, uint64_t e)
+{
+	struct um_uffd *u = um_uffd_by_id(&G.model, id);
+	const struct um_range *r = u ? um_range_find(u, s) : NULL;
+	if (!r || r->end < e)
+		return -EINVAL;
+	uint64_t kmodes = r->modes | UFFDIO_REGISTER_MODE_WP;
+	struct span *sp = span_at(s);
+	if (sp && sp->augmented && sp->start <= s && sp->end >= e)
+		return 0;
+	if (sp)
+		return -EBUSY; /* nested already: left to the nesting rules */
+	struct uffdio_register reg = {.range = {s, e - s}, .mode = kmodes};
+	long rc = kcall(fd, UFFDIO_REGISTER, &reg);
+	if (rc < 0)
+		return (int)rc;
+	if (!span_add(s, e, id, kmodes))
+		return -ENOSPC;
+	span_at(s)->augmented = 1;
+	__atomic_store_n(&shim_nest_on, 1, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* Does uffd fd lack WP mode somewhere in [s, s+len) that dirty tracking
+ * augmented?  Then the kernel would have refused a WP operation there. */
+bool shim_nest_aug_lacks_wp(int fd, uint64_t s, uint64_t len)
+{
+	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+		return false;
+	bool lacks = false;
+	shim_lock();
+	struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
+	for (uint32_t i = 0; u && i < nspans && !lacks; i++) {
+		struct span *sp = &spans[i];
+		if (!sp->augmented || sp->end <= s || sp->start >= s + len)
+			continue;
+		uint64_t a = sp->start > s ? sp->start : s;
+		const struct um_range *r = um_range_find(u, a);
+		lacks = !r || !(r->modes & UFFDIO_REGISTER_MODE_WP);
+	}
+	shim_unlock();
+	return lacks;
+}
+
 /* ---- routing ---- */
 /* Who gets a fault at page p of span s (flags: UFFD_PAGEFAULT_FLAG_*);
  * 0 = nobody. Locked. */
@@ -361,6 +411,8 @@ static uint32_t route(const struct span *s, uint64_t page, uint64_t flags)
 static void resolve_unwanted(int fd, uint64_t page, uint64_t flags)
 {
 	if (flags & UFFD_PAGEFAULT_FLAG_WP) {
+		/* Only dirty tracking protected it: note the write for it. */
+		shim_track_mark_locked(page, UM_PAGE_SIZE);
 		struct uffdio_writeprotect w = {{page, UM_PAGE_SIZE}, 0};
 		kcall(fd, UFFDIO_WRITEPROTECT, &w);
 	} else if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
@@ -661,8 +713,10 @@ void shim_nest_prune_locked(void)
 		uint32_t n = 0;
 		for (uint32_t k = 0; k < G.model.nuffds; k++)
 			n += um_range_find(G.model.uffds[k], spans[i].start) != NULL;
-		bool carrier_alive = um_uffd_by_id(&G.model, spans[i].carrier_id) != NULL;
-		if (n >= 2 && carrier_alive)
+		struct um_uffd *car = um_uffd_by_id(&G.model, spans[i].carrier_id);
+		bool carrier_alive = car != NULL;
+		bool aug_alive = spans[i].augmented && car && um_range_find(car, spans[i].start);
+		if ((n >= 2 && carrier_alive) || aug_alive)
 			spans[w++] = spans[i];
 	}
 	nspans = w;

@@ -179,8 +179,13 @@ static void split_by_app(struct shim_track_out *o, const struct um_mapping *m, u
 		piece(o, m, cur, ar[i].s > cur ? ar[i].s : cur, UCTL_TM_ASYNC, 0);
 		uint64_t as = ar[i].s > cur ? ar[i].s : cur;
 		uint64_t ae = ar[i].e < e ? ar[i].e : e;
-		piece(o, m, as, ae, (ar[i].modes & UFFDIO_REGISTER_MODE_WP) ? UCTL_TM_SYNC : UCTL_TM_ALL,
-		      ar[i].id);
+		/* The app's own WP registration carries our bits; a MISSING-only
+		 * one gets WP added (augmented: the app still sees its modes). */
+		bool wp = ar[i].modes & UFFDIO_REGISTER_MODE_WP;
+		bool aug = !wp && ar[i].modes == UFFDIO_REGISTER_MODE_MISSING;
+		piece(o, m, as, ae, wp || aug ? UCTL_TM_SYNC : UCTL_TM_ALL, ar[i].id);
+		if (aug)
+			o->ranges[o->nranges - 1].flags |= UCTL_TR_AUGMENTED;
 		cur = ae;
 	}
 	piece(o, m, cur, e, UCTL_TM_ASYNC, 0);
@@ -404,7 +409,11 @@ static void protect_new(struct uctl_track_range *r, struct shim_track_out *o)
 		__atomic_store_n(&shim_track_swallow, 1, __ATOMIC_RELEASE);
 		shim_lock();
 		int fd = carrier_fd_locked(r->carrier_id);
-		long rc = fd >= 0 ? wp_range(fd, r->start, r->end, true) : -EBADF;
+		long rc = fd >= 0 ? 0 : -EBADF;
+		if (rc == 0 && (r->flags & UCTL_TR_AUGMENTED))
+			rc = shim_nest_augment_locked(r->carrier_id, fd, r->start, r->end);
+		if (rc == 0)
+			rc = wp_range(fd, r->start, r->end, true);
 		shim_unlock();
 		if (rc < 0)
 			r->mode = UCTL_TM_ALL;
@@ -669,6 +678,16 @@ void shim_track_after_fork_child(void)
 	memset(&T, 0, sizeof(T));
 	T.async_fd = T.pidfd = -1;
 	pump_running = 0;
+}
+
+/* The same, called with the model lock held. */
+void shim_track_mark_locked(uint64_t start, uint64_t len)
+{
+	if (!__atomic_load_n(&T.active, __ATOMIC_ACQUIRE) || !len)
+		return;
+	uint64_t s = start & ~(UM_PAGE_SIZE - 1);
+	uint64_t e = (start + len + UM_PAGE_SIZE - 1) & ~(UM_PAGE_SIZE - 1);
+	um_wp_set(&T.marks, s, e, true);
 }
 
 /* ---- the app's paths ---- */

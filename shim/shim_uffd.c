@@ -203,6 +203,31 @@ static bool nested_call(int fd, unsigned long req, void *arg, long *ret, int *er
 	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE) || !arg)
 		return false;
 	long r;
+	/* Memory dirty tracking gave WP mode that this uffd did not register:
+	 * answer WP operations as the kernel would without it. */
+	if (req == UFFDIO_WRITEPROTECT || req == UFFDIO_COPY || req == UFFDIO_CONTINUE) {
+		union uffd_args in;
+		size_t sz = _IOC_SIZE(req);
+		if (!safe_copy(&in, arg, sz))
+			return false;
+		uint64_t s = 0, l = 0;
+		bool wp_op = false;
+		if (req == UFFDIO_WRITEPROTECT) {
+			s = in.wp.range.start, l = in.wp.range.len, wp_op = true;
+		} else if (req == UFFDIO_COPY) {
+			s = in.copy.dst, l = in.copy.len;
+			wp_op = in.copy.mode & UFFDIO_COPY_MODE_WP;
+		} else {
+			s = in.cont.range.start, l = in.cont.range.len;
+			wp_op = in.cont.mode & UFFDIO_CONTINUE_MODE_WP;
+		}
+		bool valid = l && !((s | l) & (UM_PAGE_SIZE - 1));
+		if (wp_op && valid && shim_nest_aug_lacks_wp(fd, s, l)) {
+			*ret = -1;
+			*err = req == UFFDIO_WRITEPROTECT ? ENOENT : EINVAL;
+			return true;
+		}
+	}
 	if (req == UFFDIO_UNREGISTER) {
 		struct uffdio_range in;
 		if (!safe_copy(&in, arg, sizeof(in)) || !in.len ||
