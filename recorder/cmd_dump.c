@@ -73,28 +73,7 @@ struct pages_out {
 	uint64_t data_pages, zero_pages;
 };
 
-static bool is_zero(const uint64_t *p)
-{
-	for (size_t i = 0; i < UM_PAGE_SIZE / 8; i++)
-		if (p[i])
-			return false;
-	return true;
-}
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
 
 /* Record one page in the runs (merging with the last run).  Its data, when
  * not zero, is already at the end of o->buf. */
@@ -136,7 +115,7 @@ static void *writer_main(void *arg)
 		const uint8_t *job = w->job;
 		size_t len = w->len;
 		pthread_mutex_unlock(&w->mu);
-		int rc = write_all(w->fd, job, len);
+		int rc = image_write_all(w->fd, job, len);
 		int e = errno;
 		pthread_mutex_lock(&w->mu);
 		if (rc < 0 && !w->failed) {
@@ -236,7 +215,7 @@ static int batch_flush(pid_t pid, struct pages_out *o, char *err, size_t errlen)
 	}
 	uint8_t *p = o->buf + o->buffered, *batch_end = p + m * UM_PAGE_SIZE;
 	for (size_t k = 0; k < m; k++) {
-		bool zero = is_zero((const uint64_t *)p);
+		bool zero = image_page_is_zero((const uint64_t *)p);
 		account_page(o, batch.uffds[k], batch.addrs[k], p, zero);
 		if (zero) { /* squeeze it out of the buffer */
 			memmove(p, p + UM_PAGE_SIZE, (size_t)(batch_end - p - UM_PAGE_SIZE));

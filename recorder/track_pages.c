@@ -158,28 +158,7 @@ static void add_run(struct epoch_out *e, uint64_t page, uint32_t kind, uint32_t 
 	g_array_append_val(e->runs, r);
 }
 
-static int write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-	while (len) {
-		ssize_t w = write(fd, p, len);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		len -= (size_t)w;
-	}
-	return 0;
-}
 
-static bool all_zero(const uint64_t *p)
-{
-	for (size_t i = 0; i < UM_PAGE_SIZE / 8; i++)
-		if (p[i])
-			return false;
-	return true;
-}
 
 static void log_page(struct epoch_out *e, uint64_t page)
 {
@@ -216,7 +195,7 @@ static int flush_batch(struct epoch_out *e, char *err, size_t errlen)
 			}
 		}
 		const uint8_t *data = e->buf + i * UM_PAGE_SIZE;
-		if (all_zero((const uint64_t *)data)) {
+		if (image_page_is_zero((const uint64_t *)data)) {
 			add_run(e, page, UMI_RUN_ZERO, 0);
 			chain_set(e->tp, page, TP_PRESENT | TP_ZERO);
 			e->s->zero++;
@@ -226,7 +205,7 @@ static int flush_batch(struct epoch_out *e, char *err, size_t errlen)
 			}
 			continue;
 		}
-		if (write_all(e->pages_fd, data, UM_PAGE_SIZE) < 0) {
+		if (image_write_all(e->pages_fd, data, UM_PAGE_SIZE) < 0) {
 			snprintf(err, errlen, "writing %s: %s", UMI_PAGES_FILE, strerror(errno));
 			return -1;
 		}
@@ -437,7 +416,7 @@ int track_pages_verify(struct track_pages *tp, const struct uctl_track_range *ra
 										   UM_PAGE_SIZE};
 					if (process_vm_readv(tp->pid, &l, 1, &r, 1, 0) == UM_PAGE_SIZE) {
 						present++;
-						have = all_zero((const uint64_t *)buf)
+						have = image_page_is_zero((const uint64_t *)buf)
 							       ? TP_PRESENT | TP_ZERO
 							       : TP_PRESENT | umi_page_hash(0, buf, UM_PAGE_SIZE);
 					}

@@ -250,6 +250,11 @@ const char *shim_trace_path(void) SHIM_HIDDEN;
 
 /* ---- shim_ctl.c: the control socket thread ---- */
 void shim_ctl_ensure(void) SHIM_HIDDEN;
+/* The whole of len bytes to or from a control connection (false: gone). */
+bool shim_ctl_io_all(int fd, void *buf, size_t len, bool writing) SHIM_HIDDEN;
+/* One reply: header (op, status) and payload. */
+bool shim_ctl_reply(int fd, uint32_t op, int32_t status, const void *payload, uint32_t len)
+	SHIM_HIDDEN;
 void shim_ctl_after_fork_child(void) SHIM_HIDDEN;
 int shim_ctl_fd(void) SHIM_HIDDEN;
 /* Ask process pid's shim for its model of the uffd with inode ino. */
@@ -275,6 +280,28 @@ void shim_refresh_inodes(void) SHIM_HIDDEN;
 struct umi_image;
 void shim_restore_tracked(struct umi_image *img, const struct um_state *st, int pages_fd)
 	SHIM_HIDDEN;
+
+/* ---- shim_msg.c: messages without stdio; refusing a restore ---- */
+struct shim_msg {
+	char b[512];
+	size_t n;
+};
+void shim_msg_str(struct shim_msg *m, const char *s) SHIM_HIDDEN;
+void shim_msg_dec(struct shim_msg *m, uint64_t v) SHIM_HIDDEN;
+void shim_msg_hex(struct shim_msg *m, uint64_t v) SHIM_HIDDEN;
+/* "uffd-replay: restore refused: <m>" on stderr, then exit 1. */
+__attribute__((noreturn)) void shim_refuse(struct shim_msg *m) SHIM_HIDDEN;
+#define SHIM_REFUSE(...)                      \
+	do {                                  \
+		struct shim_msg m_ = {.n = 0}; \
+		__VA_ARGS__;                  \
+		shim_refuse(&m_);             \
+	} while (0)
+
+/* ---- threads of the shim's own ---- */
+/* A detached thread with every signal blocked (the app's signals never land
+ * on it); 0 or an errno. */
+int shim_thread_start(void *(*fn)(void *), void *arg, size_t stack) SHIM_HIDDEN;
 
 /* ---- small string helpers (no stdio in the shim) ---- */
 size_t shim_utoa(uint64_t v, char *buf) SHIM_HIDDEN;/* decimal, NUL-terminated */

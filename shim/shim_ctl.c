@@ -37,7 +37,7 @@ static socklen_t ctl_addr(pid_t pid, struct sockaddr_un *a)
 	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n);
 }
 
-static bool io_all(int fd, void *buf, size_t len, bool writing)
+bool shim_ctl_io_all(int fd, void *buf, size_t len, bool writing)
 {
 	uint8_t *p = buf;
 	while (len) {
@@ -53,11 +53,11 @@ static bool io_all(int fd, void *buf, size_t len, bool writing)
 	return true;
 }
 
-static bool reply(int fd, uint32_t op, int32_t status, const void *payload, uint32_t len)
+bool shim_ctl_reply(int fd, uint32_t op, int32_t status, const void *payload, uint32_t len)
 {
 	struct uctl_hdr h = {.magic = UCTL_REP_MAGIC, .version = UCTL_VERSION, .op = op,
 			     .status = status, .len = len};
-	return io_all(fd, &h, sizeof(h), true) && (!len || io_all(fd, (void *)payload, len, true));
+	return shim_ctl_io_all(fd, &h, sizeof(h), true) && (!len || shim_ctl_io_all(fd, (void *)payload, len, true));
 }
 
 /* The serialized st (or its uffd with inode ino), for send_blob.  Called
@@ -101,8 +101,8 @@ static struct blob state_blob(const struct um_state *st, uint64_t ino)
 
 static bool send_blob(int fd, uint32_t op, struct blob *b)
 {
-	bool ok = b->status ? reply(fd, op, b->status, NULL, 0)
-			    : reply(fd, op, 0, b->p, (uint32_t)b->n);
+	bool ok = b->status ? shim_ctl_reply(fd, op, b->status, NULL, 0)
+			    : shim_ctl_reply(fd, op, 0, b->p, (uint32_t)b->n);
 	um_free(b->p, b->size);
 	return ok;
 }
@@ -119,7 +119,7 @@ static bool send_track(int fd, uint32_t op, int rc, struct shim_track_out *o)
 {
 	if (rc < 0) {
 		shim_track_out_free(o);
-		return reply(fd, op, rc, NULL, 0);
+		return shim_ctl_reply(fd, op, rc, NULL, 0);
 	}
 	struct uctl_track_rep rep = {.epoch = o->epoch, .nranges = o->nranges, .nruns = o->nruns,
 				     .monitor_pid = o->monitor, .async_fd = o->async_fd,
@@ -131,10 +131,10 @@ static bool send_track(int fd, uint32_t op, int rc, struct shim_track_out *o)
 	if (ok) {
 		struct uctl_hdr h = {.magic = UCTL_REP_MAGIC, .version = UCTL_VERSION, .op = op,
 				     .len = (uint32_t)total};
-		ok = io_all(fd, &h, sizeof(h), true) && io_all(fd, &rep, sizeof(rep), true) &&
-		     (!rl || io_all(fd, o->ranges, rl, true)) && (!ul || io_all(fd, o->runs, ul, true));
+		ok = shim_ctl_io_all(fd, &h, sizeof(h), true) && shim_ctl_io_all(fd, &rep, sizeof(rep), true) &&
+		     (!rl || shim_ctl_io_all(fd, o->ranges, rl, true)) && (!ul || shim_ctl_io_all(fd, o->runs, ul, true));
 	} else {
-		ok = reply(fd, op, -E2BIG, NULL, 0);
+		ok = shim_ctl_reply(fd, op, -E2BIG, NULL, 0);
 	}
 	shim_track_out_free(o);
 	return ok;
@@ -149,10 +149,10 @@ static bool serve_track(int fd, const struct uctl_hdr *h, const uint8_t *req, pi
 	case UCTL_TRACK_START: {
 		struct uctl_track_req tr;
 		if (h->len < sizeof(tr))
-			return reply(fd, h->op, -EINVAL, NULL, 0);
+			return shim_ctl_reply(fd, h->op, -EINVAL, NULL, 0);
 		memcpy(&tr, req, sizeof(tr));
 		if (tr.nsel > UCTL_TRACK_MAX_SEL || h->len != sizeof(tr) + tr.nsel * 16u)
-			return reply(fd, h->op, -EINVAL, NULL, 0);
+			return shim_ctl_reply(fd, h->op, -EINVAL, NULL, 0);
 		uint64_t sel[UCTL_TRACK_MAX_SEL][2];
 		memcpy(sel, req + sizeof(tr), tr.nsel * 16u);
 		return send_track(fd, h->op, shim_track_start(peer, (const uint64_t(*)[2])sel,
@@ -163,7 +163,7 @@ static bool serve_track(int fd, const struct uctl_hdr *h, const uint8_t *req, pi
 	case UCTL_TRACK_INFO:
 		return send_track(fd, h->op, shim_track_info(&o), &o);
 	default:
-		return reply(fd, h->op, shim_track_stop(peer), NULL, 0);
+		return shim_ctl_reply(fd, h->op, shim_track_stop(peer), NULL, 0);
 	}
 }
 
@@ -175,7 +175,7 @@ static bool serve(int fd)
 	socklen_t cl = sizeof(cred);
 	if (RAW5(SYS_getsockopt, fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0 ||
 	    cred.uid != (uid_t)RAW0(SYS_getuid)) {
-		reply(fd, 0, -EPERM, NULL, 0);
+		shim_ctl_reply(fd, 0, -EPERM, NULL, 0);
 		return false;
 	}
 	struct timeval tv = {5, 0};
@@ -183,20 +183,20 @@ static bool serve(int fd)
 	bool quiesced = false;
 	for (;;) {
 		struct uctl_hdr h;
-		if (!io_all(fd, &h, sizeof(h), false))
+		if (!shim_ctl_io_all(fd, &h, sizeof(h), false))
 			break;
 		if (h.magic != UCTL_REQ_MAGIC || h.version != UCTL_VERSION || h.len > UCTL_MAX_REQ) {
-			reply(fd, h.op, -EPROTO, NULL, 0);
+			shim_ctl_reply(fd, h.op, -EPROTO, NULL, 0);
 			break;
 		}
 		uint8_t small[sizeof(struct uctl_track_req) + UCTL_TRACK_MAX_SEL * 16];
 		/* No request of ours is longer than this: refuse before reading. */
 		uint32_t max = h.op == UCTL_TRACK_START ? (uint32_t)sizeof(small) : 64;
 		if (h.len > max) {
-			reply(fd, h.op, -EINVAL, NULL, 0);
+			shim_ctl_reply(fd, h.op, -EINVAL, NULL, 0);
 			break;
 		}
-		if (h.len && !io_all(fd, small, h.len, false))
+		if (h.len && !shim_ctl_io_all(fd, small, h.len, false))
 			break;
 		bool ok = true;
 		switch (h.op) {
@@ -212,7 +212,7 @@ static bool serve(int fd)
 			size_t tl = strlen(tp);
 			if (tl < sizeof(p.trace_path))
 				memcpy(p.trace_path, tp, tl);
-			ok = reply(fd, h.op, 0, &p, sizeof(p));
+			ok = shim_ctl_reply(fd, h.op, 0, &p, sizeof(p));
 			break;
 		}
 		case UCTL_STATE:
@@ -220,7 +220,7 @@ static bool serve(int fd)
 			uint64_t ino = 0;
 			if (h.op == UCTL_UFFD_BY_INO) {
 				if (h.len != sizeof(ino)) {
-					ok = reply(fd, h.op, -EINVAL, NULL, 0) && false;
+					ok = shim_ctl_reply(fd, h.op, -EINVAL, NULL, 0) && false;
 					break;
 				}
 				memcpy(&ino, small, sizeof(ino));
@@ -240,7 +240,7 @@ static bool serve(int fd)
 				break;
 			}
 			if (shim_quiesce(2000) < 0) {
-				ok = reply(fd, h.op, -ETIMEDOUT, NULL, 0);
+				ok = shim_ctl_reply(fd, h.op, -ETIMEDOUT, NULL, 0);
 				break;
 			}
 			quiesced = true;
@@ -252,7 +252,7 @@ static bool serve(int fd)
 				shim_resume();
 				quiesced = false;
 			}
-			ok = reply(fd, h.op, 0, NULL, 0);
+			ok = shim_ctl_reply(fd, h.op, 0, NULL, 0);
 			break;
 		case UCTL_NEST_INFO: {
 			static uint64_t sp[256][3], bells[16];
@@ -266,13 +266,13 @@ static bool serve(int fd)
 			memcpy(out, &ni, sizeof(ni));
 			memcpy(out + sizeof(ni), sp, ni.nspans * 24u);
 			memcpy(out + sizeof(ni) + ni.nspans * 24u, bells, ni.nbells * 8u);
-			ok = reply(fd, h.op, 0, out,
+			ok = shim_ctl_reply(fd, h.op, 0, out,
 				   (uint32_t)(sizeof(ni) + ni.nspans * 24u + ni.nbells * 8u));
 			break;
 		}
 		case UCTL_MON_OPEN:
 			if (quiesced) {
-				ok = reply(fd, h.op, -EBUSY, NULL, 0);
+				ok = shim_ctl_reply(fd, h.op, -EBUSY, NULL, 0);
 				break;
 			}
 			return shim_monitor_serve(fd, cred.pid, small, h.len);
@@ -282,13 +282,13 @@ static bool serve(int fd)
 		case UCTL_TRACK_INFO:
 			if (quiesced) { /* the app's uffd calls are held: no kernel
 					 * calls of ours in between */
-				ok = reply(fd, h.op, -EBUSY, NULL, 0);
+				ok = shim_ctl_reply(fd, h.op, -EBUSY, NULL, 0);
 				break;
 			}
 			ok = serve_track(fd, &h, small, cred.pid);
 			break;
 		default:
-			reply(fd, h.op, -EINVAL, NULL, 0);
+			shim_ctl_reply(fd, h.op, -EINVAL, NULL, 0);
 			ok = false;
 		}
 		if (!ok)
@@ -379,18 +379,8 @@ static void ctl_start(void)
 {
 	if (!ctl_listen())
 		return;
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
-	if (pthread_create(&t, &attr, ctl_thread, NULL) != 0)
+	if (shim_thread_start(ctl_thread, NULL, 256 * 1024) != 0)
 		shim_log("control thread: pthread_create failed");
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 void shim_ctl_ensure(void)
@@ -432,13 +422,13 @@ int shim_ctl_import(pid_t pid, uint64_t ino, struct um_uffd *into)
 	uint32_t blen = 0;
 	struct uctl_hdr h = {.magic = UCTL_REQ_MAGIC, .version = UCTL_VERSION,
 			     .op = UCTL_UFFD_BY_INO, .len = sizeof(ino)};
-	if (RAW3(SYS_connect, fd, &a, al) < 0 || !io_all(fd, &h, sizeof(h), true) ||
-	    !io_all(fd, &ino, sizeof(ino), true) || !io_all(fd, &h, sizeof(h), false) ||
+	if (RAW3(SYS_connect, fd, &a, al) < 0 || !shim_ctl_io_all(fd, &h, sizeof(h), true) ||
+	    !shim_ctl_io_all(fd, &ino, sizeof(ino), true) || !shim_ctl_io_all(fd, &h, sizeof(h), false) ||
 	    h.magic != UCTL_REP_MAGIC || h.status != 0 || h.len == 0 || h.len > (64u << 20))
 		goto out;
 	blen = h.len;
 	blob = um_zalloc(blen);
-	if (!blob || !io_all(fd, blob, blen, false))
+	if (!blob || !shim_ctl_io_all(fd, blob, blen, false))
 		goto out;
 	struct um_state st;
 	char err[160];

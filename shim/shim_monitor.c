@@ -32,29 +32,6 @@ struct mon {
 	size_t cap;
 };
 
-static bool io_all(int fd, void *buf, size_t len, bool writing)
-{
-	uint8_t *p = buf;
-	while (len) {
-		long r = writing ? RAW4(SYS_sendto, fd, p, len, MSG_NOSIGNAL)
-				 : RAW3(SYS_read, fd, p, len);
-		if (r == -EINTR)
-			continue;
-		if (r <= 0)
-			return false;
-		p += r;
-		len -= (size_t)r;
-	}
-	return true;
-}
-
-static bool reply(int fd, uint32_t op, int32_t status, const void *p, uint32_t len)
-{
-	struct uctl_hdr h = {.magic = UCTL_REP_MAGIC, .version = UCTL_VERSION, .op = op,
-			     .status = status, .len = len};
-	return io_all(fd, &h, sizeof(h), true) && (!len || io_all(fd, (void *)p, len, true));
-}
-
 static bool allowed(uint64_t req, uint32_t arg_len)
 {
 	switch (req) {
@@ -71,34 +48,34 @@ static bool do_ioctl(struct mon *m, uint32_t len)
 {
 	struct uctl_mon_ioctl q;
 	if (len < sizeof(q))
-		return reply(m->conn, UCTL_MON_IOCTL, -EINVAL, NULL, 0);
+		return shim_ctl_reply(m->conn, UCTL_MON_IOCTL, -EINVAL, NULL, 0);
 	memcpy(&q, m->buf, sizeof(q));
 	if (!allowed(q.request, q.arg_len) || len != sizeof(q) + q.arg_len + q.data_len ||
 	    (q.data_len && q.request != UFFDIO_COPY) || q.data_len > UCTL_MON_MAX_DATA)
-		return reply(m->conn, UCTL_MON_IOCTL, -EINVAL, NULL, 0);
+		return shim_ctl_reply(m->conn, UCTL_MON_IOCTL, -EINVAL, NULL, 0);
 	uint8_t arg[64];
 	memcpy(arg, m->buf + sizeof(q), q.arg_len);
 	if (q.request == UFFDIO_COPY) {
 		struct uffdio_copy c;
 		memcpy(&c, arg, sizeof(c));
 		if (c.len != q.data_len)
-			return reply(m->conn, UCTL_MON_IOCTL, -EINVAL, NULL, 0);
+			return shim_ctl_reply(m->conn, UCTL_MON_IOCTL, -EINVAL, NULL, 0);
 		c.src = (uint64_t)(m->buf + sizeof(q) + q.arg_len);
 		memcpy(arg, &c, sizeof(c));
 	}
 	long r = shim_uffd_ioctl(m->ufd, (unsigned long)q.request, arg);
 	int32_t st = r < 0 ? -errno : 0;
-	return reply(m->conn, UCTL_MON_IOCTL, st, arg, q.arg_len);
+	return shim_ctl_reply(m->conn, UCTL_MON_IOCTL, st, arg, q.arg_len);
 }
 
 static bool do_read(struct mon *m, uint32_t len)
 {
 	struct uctl_mon_read q;
 	if (len != sizeof(q))
-		return reply(m->conn, UCTL_MON_READ, -EINVAL, NULL, 0);
+		return shim_ctl_reply(m->conn, UCTL_MON_READ, -EINVAL, NULL, 0);
 	memcpy(&q, m->buf, sizeof(q));
 	if (!q.max_msgs || q.max_msgs > 64)
-		return reply(m->conn, UCTL_MON_READ, -EINVAL, NULL, 0);
+		return shim_ctl_reply(m->conn, UCTL_MON_READ, -EINVAL, NULL, 0);
 	struct uffd_msg msgs[64];
 	ssize_t n = 0;
 	int waited = 0;
@@ -117,7 +94,7 @@ static bool do_read(struct mon *m, uint32_t len)
 	}
 	if (n < 0)
 		n = 0;
-	return reply(m->conn, UCTL_MON_READ, 0, msgs, (uint32_t)n);
+	return shim_ctl_reply(m->conn, UCTL_MON_READ, 0, msgs, (uint32_t)n);
 }
 
 static void *mon_main(void *arg)
@@ -128,13 +105,13 @@ static void *mon_main(void *arg)
 	RAW5(SYS_setsockopt, m.conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	for (;;) {
 		struct uctl_hdr h;
-		if (!io_all(m.conn, &h, sizeof(h), false))
+		if (!shim_ctl_io_all(m.conn, &h, sizeof(h), false))
 			break;
 		if (h.magic != UCTL_REQ_MAGIC || h.version != UCTL_VERSION || h.len > m.cap) {
-			reply(m.conn, h.op, -EPROTO, NULL, 0);
+			shim_ctl_reply(m.conn, h.op, -EPROTO, NULL, 0);
 			break;
 		}
-		if (h.len && !io_all(m.conn, m.buf, h.len, false))
+		if (h.len && !shim_ctl_io_all(m.conn, m.buf, h.len, false))
 			break;
 		bool ok;
 		if (h.op == UCTL_MON_IOCTL)
@@ -142,7 +119,7 @@ static void *mon_main(void *arg)
 		else if (h.op == UCTL_MON_READ)
 			ok = do_read(&m, h.len);
 		else
-			ok = reply(m.conn, h.op, -EINVAL, NULL, 0) && false;
+			ok = shim_ctl_reply(m.conn, h.op, -EINVAL, NULL, 0) && false;
 		if (!ok)
 			break;
 	}
@@ -194,7 +171,7 @@ bool shim_monitor_serve(int conn, pid_t peer, const void *req, uint32_t len)
 {
 	struct uctl_mon_open o;
 	if (len != sizeof(o)) {
-		reply(conn, UCTL_MON_OPEN, -EINVAL, NULL, 0);
+		shim_ctl_reply(conn, UCTL_MON_OPEN, -EINVAL, NULL, 0);
 		return false;
 	}
 	memcpy(&o, req, sizeof(o));
@@ -202,7 +179,7 @@ bool shim_monitor_serve(int conn, pid_t peer, const void *req, uint32_t len)
 	memset(&info, 0, sizeof(info));
 	int ufd = open_uffd(o.features, &info);
 	if (ufd < 0) {
-		reply(conn, UCTL_MON_OPEN, ufd, NULL, 0);
+		shim_ctl_reply(conn, UCTL_MON_OPEN, ufd, NULL, 0);
 		return false;
 	}
 	struct mon *m = um_zalloc(sizeof(*m));
@@ -212,27 +189,17 @@ bool shim_monitor_serve(int conn, pid_t peer, const void *req, uint32_t len)
 		um_free(m, sizeof(*m));
 		um_free(buf, cap);
 		shim_close_uffd_internal(ufd);
-		reply(conn, UCTL_MON_OPEN, -ENOMEM, NULL, 0);
+		shim_ctl_reply(conn, UCTL_MON_OPEN, -ENOMEM, NULL, 0);
 		return false;
 	}
 	*m = (struct mon){.conn = conn, .ufd = ufd, .peer = peer, .buf = buf, .cap = cap};
-	if (!reply(conn, UCTL_MON_OPEN, 0, &info, sizeof(info))) {
+	if (!shim_ctl_reply(conn, UCTL_MON_OPEN, 0, &info, sizeof(info))) {
 		um_free(m, sizeof(*m));
 		um_free(buf, cap);
 		shim_close_uffd_internal(ufd);
 		return false;
 	}
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 256 * 1024);
-	int rc = pthread_create(&t, &attr, mon_main, m);
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	int rc = shim_thread_start(mon_main, m, 256 * 1024);
 	if (rc != 0) {
 		um_free(m, sizeof(*m));
 		um_free(buf, cap);

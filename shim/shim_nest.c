@@ -174,17 +174,7 @@ static struct client *client_get(struct um_uffd *u, int fd)
 	c->id = u->id;
 	c->fd = fd;
 	c->bell = (uint64_t)bell;
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 64 * 1024);
-	int rc = pthread_create(&t, &attr, bell_main, c);
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	int rc = shim_thread_start(bell_main, c, 64 * 1024);
 	if (rc != 0) {
 		struct uffdio_range r = {(uint64_t)bell, UM_PAGE_SIZE};
 		kcall(fd, UFFDIO_UNREGISTER, &r);

@@ -28,60 +28,12 @@ static struct {
 	struct uffdshim_restored_uffd u[MAX_RESTORED];
 } restored;
 
-/* ---- a message buffer, no stdio ---- */
-struct msg {
-	char b[512];
-	size_t n;
-};
-
-static void m_str(struct msg *m, const char *s)
-{
-	while (*s && m->n < sizeof(m->b) - 2)
-		m->b[m->n++] = *s++;
-}
-
-static void m_dec(struct msg *m, uint64_t v)
-{
-	char t[24];
-	shim_utoa(v, t);
-	m_str(m, t);
-}
-
-static void m_hex(struct msg *m, uint64_t v)
-{
-	char t[20];
-	int n = 0;
-	do {
-		t[n++] = "0123456789abcdef"[v & 15];
-		v >>= 4;
-	} while (v);
-	m_str(m, "0x");
-	while (n)
-		m->b[m->n < sizeof(m->b) - 2 ? m->n++ : m->n] = t[--n];
-}
-
-static __attribute__((noreturn)) void refuse(struct msg *m)
-{
-	m->b[m->n++] = '\n';
-	RAW3(SYS_write, 2, "uffd-replay: restore refused: ", 30);
-	RAW3(SYS_write, 2, m->b, m->n);
-	RAW1(SYS_exit_group, 1);
-	__builtin_unreachable();
-}
-
-#define REFUSE(...)                               \
-	do {                                      \
-		struct msg m_ = {.n = 0};         \
-		__VA_ARGS__;                      \
-		refuse(&m_);                      \
-	} while (0)
-
 static void *read_file(const char *dir, const char *name, size_t *len, bool required)
 {
 	char path[600];
 	size_t dl = strlen(dir), nl = strlen(name);
 	if (dl + nl + 2 > sizeof(path))
-		REFUSE(m_str(&m_, "image path too long"));
+		SHIM_REFUSE(shim_msg_str(&m_, "image path too long"));
 	memcpy(path, dir, dl);
 	path[dl] = '/';
 	memcpy(path + dl + 1, name, nl + 1);
@@ -89,15 +41,15 @@ static void *read_file(const char *dir, const char *name, size_t *len, bool requ
 	if (fd < 0) {
 		if (!required)
 			return NULL;
-		REFUSE(m_str(&m_, path); m_str(&m_, ": cannot open (errno "); m_dec(&m_, (uint64_t)-fd);
-		       m_str(&m_, ")"));
+		SHIM_REFUSE(shim_msg_str(&m_, path); shim_msg_str(&m_, ": cannot open (errno "); shim_msg_dec(&m_, (uint64_t)-fd);
+		       shim_msg_str(&m_, ")"));
 	}
 	struct stat st;
 	RAW2(SYS_fstat, fd, &st);
 	*len = (size_t)st.st_size;
 	void *buf = um_zalloc(*len ? *len : 1);
 	if (!buf || RAW4(SYS_pread64, fd, buf, *len, 0) != (long)*len)
-		REFUSE(m_str(&m_, path); m_str(&m_, ": read failed"));
+		SHIM_REFUSE(shim_msg_str(&m_, path); shim_msg_str(&m_, ": read failed"));
 	RAW1(SYS_close, fd);
 	return buf;
 }
@@ -178,25 +130,25 @@ static void map_range(const struct um_range *r)
 		unsigned mfl = r->map.backing == UM_BACKING_HUGETLB ? MFD_HUGETLB : 0;
 		int fd = (int)RAW2(SYS_memfd_create, "uffdshim-restored", mfl);
 		if (fd < 0 || RAW2(SYS_ftruncate, fd, len) < 0)
-			REFUSE(m_str(&m_, "cannot create shared memory for range "); m_hex(&m_, r->start));
+			SHIM_REFUSE(shim_msg_str(&m_, "cannot create shared memory for range "); shim_msg_hex(&m_, r->start));
 		p = RAW6(SYS_mmap, r->start, len, prot, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
 		RAW1(SYS_close, fd);
 	} else {
 		int fd = (int)RAW4(SYS_openat, AT_FDCWD, r->map.name,
 				   (r->map.prot & PROT_WRITE) && r->map.shared ? O_RDWR : O_RDONLY, 0);
 		if (fd < 0)
-			REFUSE(m_str(&m_, "file "); m_str(&m_, r->map.name);
-			       m_str(&m_, " backing range "); m_hex(&m_, r->start);
-			       m_str(&m_, " cannot be opened"));
+			SHIM_REFUSE(shim_msg_str(&m_, "file "); shim_msg_str(&m_, r->map.name);
+			       shim_msg_str(&m_, " backing range "); shim_msg_hex(&m_, r->start);
+			       shim_msg_str(&m_, " cannot be opened"));
 		p = RAW6(SYS_mmap, r->start, len, r->map.shared ? (int)r->map.prot : prot,
 			 (r->map.shared ? MAP_SHARED : MAP_PRIVATE) | MAP_FIXED_NOREPLACE, fd,
 			 r->map.offset);
 		RAW1(SYS_close, fd);
 	}
 	if (p != (long)r->start)
-		REFUSE(m_str(&m_, "cannot map range "); m_hex(&m_, r->start); m_str(&m_, "-");
-		       m_hex(&m_, r->end); m_str(&m_, " (errno "); m_dec(&m_, (uint64_t)-p);
-		       m_str(&m_, ")"));
+		SHIM_REFUSE(shim_msg_str(&m_, "cannot map range "); shim_msg_hex(&m_, r->start); shim_msg_str(&m_, "-");
+		       shim_msg_hex(&m_, r->end); shim_msg_str(&m_, " (errno "); shim_msg_dec(&m_, (uint64_t)-p);
+		       shim_msg_str(&m_, ")"));
 }
 
 /* Runs in private anonymous ranges are filled after REGISTER, with
@@ -347,8 +299,8 @@ static void verify_runs(const struct umi_image *img, const struct um_state *st,
 	run_on_two(verify_job, jobs);
 	for (int k = 0; k < 2; k++)
 		if (jobs[k].bad != (size_t)-1)
-			REFUSE(m_str(&m_, "page data of run "); m_dec(&m_, jobs[k].bad);
-			       m_str(&m_, " is corrupt (checksum mismatch)"));
+			SHIM_REFUSE(shim_msg_str(&m_, "page data of run "); shim_msg_dec(&m_, jobs[k].bad);
+			       shim_msg_str(&m_, " is corrupt (checksum mismatch)"));
 }
 
 static void fill_pages(const struct umi_image *img, int pages_fd, const struct um_state *st,
@@ -369,11 +321,11 @@ static void fill_pages(const struct umi_image *img, int pages_fd, const struct u
 		/* Populate first: one call instead of a trap per page. */
 		RAW3(SYS_madvise, r->addr, len, 23 /* MADV_POPULATE_WRITE */);
 		if (pages_fd < 0 || RAW4(SYS_pread64, pages_fd, r->addr, len, r->offset) != (long)len)
-			REFUSE(m_str(&m_, "cannot read the pages of run "); m_dec(&m_, i));
+			SHIM_REFUSE(shim_msg_str(&m_, "cannot read the pages of run "); shim_msg_dec(&m_, i));
 		/* With the file mapped, verify_runs checked every run already. */
 		if (!src && umi_run_hash((void *)r->addr, r->npages) != r->crc)
-			REFUSE(m_str(&m_, "page data of run "); m_dec(&m_, i);
-			       m_str(&m_, " is corrupt (checksum mismatch)"));
+			SHIM_REFUSE(shim_msg_str(&m_, "page data of run "); shim_msg_dec(&m_, i);
+			       shim_msg_str(&m_, " is corrupt (checksum mismatch)"));
 	}
 }
 
@@ -382,37 +334,37 @@ static void check_image(const struct um_state *st, pid_t old_pid)
 	for (uint32_t i = 0; i < st->nuffds; i++) {
 		const struct um_uffd *u = st->uffds[i];
 		if (u->mm_pid != old_pid)
-			REFUSE(m_str(&m_, "uffd "); m_dec(&m_, u->id); m_str(&m_, " served the memory of pid ");
-			       m_dec(&m_, (uint64_t)u->mm_pid);
-			       m_str(&m_, ", another process: a relaunch recreates one process only"));
+			SHIM_REFUSE(shim_msg_str(&m_, "uffd "); shim_msg_dec(&m_, u->id); shim_msg_str(&m_, " served the memory of pid ");
+			       shim_msg_dec(&m_, (uint64_t)u->mm_pid);
+			       shim_msg_str(&m_, ", another process: a relaunch recreates one process only"));
 		for (int j = 0; j < u->nfds; j++) {
 			long r = RAW2(SYS_fcntl, u->fds[j], F_GETFD);
 			if (r != -EBADF)
-				REFUSE(m_str(&m_, "fd "); m_dec(&m_, (uint64_t)u->fds[j]);
-				       m_str(&m_, " of uffd "); m_dec(&m_, u->id);
-				       m_str(&m_, " is already in use in the new process"));
+				SHIM_REFUSE(shim_msg_str(&m_, "fd "); shim_msg_dec(&m_, (uint64_t)u->fds[j]);
+				       shim_msg_str(&m_, " of uffd "); shim_msg_dec(&m_, u->id);
+				       shim_msg_str(&m_, " is already in use in the new process"));
 		}
 		if (u->api_done) {
 			int fd = (int)RAW1(SYS_userfaultfd, O_CLOEXEC);
 			if (fd < 0)
-				REFUSE(m_str(&m_, "cannot create a userfaultfd (errno ");
-				       m_dec(&m_, (uint64_t)-fd); m_str(&m_, ")"));
+				SHIM_REFUSE(shim_msg_str(&m_, "cannot create a userfaultfd (errno ");
+				       shim_msg_dec(&m_, (uint64_t)-fd); shim_msg_str(&m_, ")"));
 			struct uffdio_api api = {.api = UFFD_API, .features = u->features_requested};
 			long r = RAW3(SYS_ioctl, fd, UFFDIO_API, &api);
 			RAW1(SYS_close, fd);
 			if (r < 0)
-				REFUSE(m_str(&m_, "this kernel does not offer the features of uffd ");
-				       m_dec(&m_, u->id); m_str(&m_, " ("); m_hex(&m_, u->features_requested);
-				       m_str(&m_, ")"));
+				SHIM_REFUSE(shim_msg_str(&m_, "this kernel does not offer the features of uffd ");
+				       shim_msg_dec(&m_, u->id); shim_msg_str(&m_, " ("); shim_msg_hex(&m_, u->features_requested);
+				       shim_msg_str(&m_, ")"));
 		}
 		for (uint32_t k = 0; k < u->nranges; k++) {
 			struct um_mapping hit;
 			if (address_taken(u->ranges[k].start, u->ranges[k].end, &hit))
-				REFUSE(m_str(&m_, "range "); m_hex(&m_, u->ranges[k].start); m_str(&m_, "-");
-				       m_hex(&m_, u->ranges[k].end);
-				       m_str(&m_, " is already taken in the new process (by ");
-				       m_str(&m_, hit.name[0] ? hit.name : "an anonymous mapping");
-				       m_str(&m_, " at "); m_hex(&m_, hit.start); m_str(&m_, ")"));
+				SHIM_REFUSE(shim_msg_str(&m_, "range "); shim_msg_hex(&m_, u->ranges[k].start); shim_msg_str(&m_, "-");
+				       shim_msg_hex(&m_, u->ranges[k].end);
+				       shim_msg_str(&m_, " is already taken in the new process (by ");
+				       shim_msg_str(&m_, hit.name[0] ? hit.name : "an anonymous mapping");
+				       shim_msg_str(&m_, " at "); shim_msg_hex(&m_, hit.start); shim_msg_str(&m_, ")"));
 		}
 	}
 }
@@ -431,7 +383,7 @@ static int create_uffd(const struct um_uffd *u)
 	if (fd < 0)
 		fd = (int)RAW1(SYS_userfaultfd, flags);
 	if (fd < 0)
-		REFUSE(m_str(&m_, "cannot create uffd "); m_dec(&m_, u->id));
+		SHIM_REFUSE(shim_msg_str(&m_, "cannot create uffd "); shim_msg_dec(&m_, u->id));
 	return fd;
 }
 
@@ -499,11 +451,11 @@ static void fill_by_copy(const struct um_uffd *u, int fd, const struct umi_image
 	for (int k = 0; k < 2; k++) {
 		size_t i = jobs[k].bad;
 		if (i != (size_t)-1)
-			REFUSE(m_str(&m_, img->runs[i].kind == UMI_RUN_ZERO ? "UFFDIO_ZEROPAGE"
+			SHIM_REFUSE(shim_msg_str(&m_, img->runs[i].kind == UMI_RUN_ZERO ? "UFFDIO_ZEROPAGE"
 									       : "UFFDIO_COPY");
-			       m_str(&m_, " of run "); m_dec(&m_, i);
-			       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-jobs[k].err);
-			       m_str(&m_, ")"));
+			       shim_msg_str(&m_, " of run "); shim_msg_dec(&m_, i);
+			       shim_msg_str(&m_, " failed (errno "); shim_msg_dec(&m_, (uint64_t)-jobs[k].err);
+			       shim_msg_str(&m_, ")"));
 	}
 }
 
@@ -534,8 +486,8 @@ static void restore_uffd(struct um_uffd *u, const struct umi_image *img,
 	int tmp = fd_out_of_way(create_uffd(u));
 	for (int j = 0; j < u->nfds; j++) {
 		if (RAW3(SYS_dup3, tmp, u->fds[j], u->fd_flags[j] ? O_CLOEXEC : 0) < 0)
-			REFUSE(m_str(&m_, "cannot place uffd "); m_dec(&m_, u->id); m_str(&m_, " at fd ");
-			       m_dec(&m_, (uint64_t)u->fds[j]));
+			SHIM_REFUSE(shim_msg_str(&m_, "cannot place uffd "); shim_msg_dec(&m_, u->id); shim_msg_str(&m_, " at fd ");
+			       shim_msg_dec(&m_, (uint64_t)u->fds[j]));
 		if (!u->fd_flags[j])
 			RAW3(SYS_fcntl, u->fds[j], F_SETFD, 0);
 	}
@@ -549,7 +501,7 @@ static void restore_uffd(struct um_uffd *u, const struct umi_image *img,
 	if (u->api_done) {
 		struct uffdio_api api = {.api = UFFD_API, .features = u->features_requested};
 		if (RAW3(SYS_ioctl, fd, UFFDIO_API, &api) < 0)
-			REFUSE(m_str(&m_, "UFFDIO_API failed for uffd "); m_dec(&m_, u->id));
+			SHIM_REFUSE(shim_msg_str(&m_, "UFFDIO_API failed for uffd "); shim_msg_dec(&m_, u->id));
 	}
 	for (uint32_t k = 0; k < u->nranges; k++) {
 		struct uffdio_register reg = {.range = {u->ranges[k].start,
@@ -557,8 +509,8 @@ static void restore_uffd(struct um_uffd *u, const struct umi_image *img,
 					      .mode = u->ranges[k].modes};
 		long r = RAW3(SYS_ioctl, fd, UFFDIO_REGISTER, &reg);
 		if (r < 0)
-			REFUSE(m_str(&m_, "UFFDIO_REGISTER of "); m_hex(&m_, u->ranges[k].start);
-			       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-r); m_str(&m_, ")"));
+			SHIM_REFUSE(shim_msg_str(&m_, "UFFDIO_REGISTER of "); shim_msg_hex(&m_, u->ranges[k].start);
+			       shim_msg_str(&m_, " failed (errno "); shim_msg_dec(&m_, (uint64_t)-r); shim_msg_str(&m_, ")"));
 		u->ranges[k].ioctls = reg.ioctls;
 	}
 	fill_by_copy(u, fd, img, st, src);
@@ -578,9 +530,9 @@ static void restore_uffd(struct um_uffd *u, const struct umi_image *img,
 							 .mode = UFFDIO_WRITEPROTECT_MODE_WP};
 			long r = RAW3(SYS_ioctl, fd, UFFDIO_WRITEPROTECT, &wp);
 			if (r < 0)
-				REFUSE(m_str(&m_, "UFFDIO_WRITEPROTECT of "); m_hex(&m_, ps);
-				       m_str(&m_, " failed (errno "); m_dec(&m_, (uint64_t)-r);
-				       m_str(&m_, ")"));
+				SHIM_REFUSE(shim_msg_str(&m_, "UFFDIO_WRITEPROTECT of "); shim_msg_hex(&m_, ps);
+				       shim_msg_str(&m_, " failed (errno "); shim_msg_dec(&m_, (uint64_t)-r);
+				       shim_msg_str(&m_, ")"));
 		}
 		ps = rs;
 		pe = re;
@@ -627,15 +579,15 @@ void shim_restore_from_env(void)
 		plen = (size_t)st.st_size;
 	}
 	struct umi_image img;
-	struct msg e = {.n = 0};
+	struct shim_msg e = {.n = 0};
 	if (umi_parse(sbuf, slen, pages_fd >= 0 ? plen : 0, &img, e.b, sizeof(e.b) - 2) < 0) {
 		e.n = strlen(e.b);
-		refuse(&e);
+		shim_refuse(&e);
 	}
 	struct um_state st;
 	if (um_deserialize(&st, img.state, img.state_len, e.b, sizeof(e.b) - 2) < 0) {
 		e.n = strlen(e.b);
-		refuse(&e);
+		shim_refuse(&e);
 	}
 	pid_t old = img.hdr.pid;
 	check_image(&st, old);

@@ -21,54 +21,6 @@
 #include "shim_raw.h"
 #include "um_image.h"
 
-/* ---- refusing, no stdio ---- */
-struct tmsg {
-	char b[400];
-	size_t n;
-};
-
-static void t_str(struct tmsg *m, const char *s)
-{
-	while (*s && m->n < sizeof(m->b) - 2)
-		m->b[m->n++] = *s++;
-}
-
-static void t_hex(struct tmsg *m, uint64_t v)
-{
-	char t[20];
-	int n = 0;
-	do {
-		t[n++] = "0123456789abcdef"[v & 15];
-		v >>= 4;
-	} while (v);
-	t_str(m, "0x");
-	while (n && m->n < sizeof(m->b) - 2)
-		m->b[m->n++] = t[--n];
-}
-
-static void t_dec(struct tmsg *m, uint64_t v)
-{
-	char t[24];
-	shim_utoa(v, t);
-	t_str(m, t);
-}
-
-static __attribute__((noreturn)) void t_refuse(struct tmsg *m)
-{
-	m->b[m->n++] = '\n';
-	RAW3(SYS_write, 2, "uffd-replay: restore refused: ", 30);
-	RAW3(SYS_write, 2, m->b, m->n);
-	RAW1(SYS_exit_group, 1);
-	__builtin_unreachable();
-}
-
-#define T_REFUSE(...)                      \
-	do {                               \
-		struct tmsg m_ = {.n = 0}; \
-		__VA_ARGS__;               \
-		t_refuse(&m_);             \
-	} while (0)
-
 /* ---- where the tracked memory goes ---- */
 
 /* The first registered range (of any uffd) overlapping [s, e), or NULL. */
@@ -107,10 +59,10 @@ static void check_hole(const struct umi_tracked *t, uint64_t s, uint64_t e, void
 {
 	struct um_mapping hit[2];
 	if (shim_maps_read(s, e, hit, 2))
-		T_REFUSE(t_str(&m_, "tracked range "); t_hex(&m_, s); t_str(&m_, "-"); t_hex(&m_, e);
-			 t_str(&m_, " is already taken in the new process (by ");
-			 t_str(&m_, hit[0].name[0] ? hit[0].name : "an anonymous mapping");
-			 t_str(&m_, " at "); t_hex(&m_, hit[0].start); t_str(&m_, ")"));
+		SHIM_REFUSE(shim_msg_str(&m_, "tracked range "); shim_msg_hex(&m_, s); shim_msg_str(&m_, "-"); shim_msg_hex(&m_, e);
+			 shim_msg_str(&m_, " is already taken in the new process (by ");
+			 shim_msg_str(&m_, hit[0].name[0] ? hit[0].name : "an anonymous mapping");
+			 shim_msg_str(&m_, " at "); shim_msg_hex(&m_, hit[0].start); shim_msg_str(&m_, ")"));
 }
 
 struct fill_ctx {
@@ -136,19 +88,19 @@ static void map_and_fill(const struct umi_tracked *t, uint64_t s, uint64_t e, vo
 	long p = RAW6(SYS_mmap, s, e - s, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
 		      -1, 0);
 	if (p != (long)s)
-		T_REFUSE(t_str(&m_, "cannot map tracked range "); t_hex(&m_, s); t_str(&m_, "-");
-			 t_hex(&m_, e); t_str(&m_, " (errno "); t_dec(&m_, (uint64_t)-p);
-			 t_str(&m_, ")"));
+		SHIM_REFUSE(shim_msg_str(&m_, "cannot map tracked range "); shim_msg_hex(&m_, s); shim_msg_str(&m_, "-");
+			 shim_msg_hex(&m_, e); shim_msg_str(&m_, " (errno "); shim_msg_dec(&m_, (uint64_t)-p);
+			 shim_msg_str(&m_, ")"));
 	for (size_t i = 0; data && i < f->img->nruns; i++) {
 		const struct umi_run *r = &f->img->runs[i];
 		if (r->uffd_id || r->kind != UMI_RUN_DATA || r->addr < s || r->addr >= e)
 			continue;
 		long len = (long)(r->npages * UM_PAGE_SIZE);
 		if (f->pages_fd < 0 || RAW4(SYS_pread64, f->pages_fd, r->addr, len, r->offset) != len)
-			T_REFUSE(t_str(&m_, "cannot read the pages of run "); t_dec(&m_, i));
+			SHIM_REFUSE(shim_msg_str(&m_, "cannot read the pages of run "); shim_msg_dec(&m_, i));
 		if (umi_run_hash((const void *)r->addr, r->npages) != r->crc)
-			T_REFUSE(t_str(&m_, "page data of run "); t_dec(&m_, i);
-				 t_str(&m_, " is corrupt (checksum mismatch)"));
+			SHIM_REFUSE(shim_msg_str(&m_, "page data of run "); shim_msg_dec(&m_, i);
+				 shim_msg_str(&m_, " is corrupt (checksum mismatch)"));
 	}
 	if (prot != (int)t->prot)
 		RAW3(SYS_mprotect, s, e - s, t->prot);
@@ -160,21 +112,21 @@ static void check_restorable(const struct umi_image *img, const struct um_state 
 {
 	const struct umi_epoch *e = img->epoch;
 	if (!(e->flags & UMI_EPOCH_FLAT) && e->epoch)
-		T_REFUSE(t_str(&m_, "the image is epoch "); t_dec(&m_, e->epoch);
-			 t_str(&m_, " of an image chain, which holds only what changed since the "
+		SHIM_REFUSE(shim_msg_str(&m_, "the image is epoch "); shim_msg_dec(&m_, e->epoch);
+			 shim_msg_str(&m_, " of an image chain, which holds only what changed since the "
 				    "epoch before: restore the chain directory"));
-	struct tmsg m = {.n = 0};
+	struct shim_msg m = {.n = 0};
 	if (umi_check_runs(img, st, m.b, sizeof(m.b) - 2) < 0) {
 		m.n = strlen(m.b);
-		t_refuse(&m);
+		shim_refuse(&m);
 	}
 	for (size_t i = 0; i < img->nruns; i++) {
 		const struct umi_run *r = &img->runs[i];
 		uint64_t end = r->addr + r->npages * UM_PAGE_SIZE;
 		if (!r->uffd_id && first_registered(st, r->addr, end))
-			T_REFUSE(t_str(&m_, "memory run "); t_dec(&m_, i);
-				 t_str(&m_, " has no uffd but lies in a registered range at ");
-				 t_hex(&m_, r->addr));
+			SHIM_REFUSE(shim_msg_str(&m_, "memory run "); shim_msg_dec(&m_, i);
+				 shim_msg_str(&m_, " has no uffd but lies in a registered range at ");
+				 shim_msg_hex(&m_, r->addr));
 	}
 }
 

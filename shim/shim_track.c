@@ -380,18 +380,8 @@ static void pump_start(void)
 	if (!__atomic_compare_exchange_n(&pump_running, &expected, 1, false, __ATOMIC_ACQ_REL,
 					 __ATOMIC_ACQUIRE))
 		return;
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	pthread_t t;
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	pthread_attr_setstacksize(&attr, 128 * 1024);
-	if (pthread_create(&t, &attr, pump_main, NULL) != 0)
+	if (shim_thread_start(pump_main, NULL, 128 * 1024) != 0)
 		__atomic_store_n(&pump_running, 0, __ATOMIC_RELEASE);
-	pthread_attr_destroy(&attr);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* Protect a newly tracked piece (or learn that it cannot be). */

@@ -126,3 +126,26 @@ int image_write_file(const char *dir, const char *name, const void *buf, size_t 
 	}
 	return 0;
 }
+
+int image_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+bool image_page_is_zero(const uint64_t *p)
+{
+	for (size_t i = 0; i < UM_PAGE_SIZE / 8; i++)
+		if (p[i])
+			return false;
+	return true;
+}

@@ -2,6 +2,7 @@
 #ifndef UFFDSHIM_IMAGE_IO_H
 #define UFFDSHIM_IMAGE_IO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -25,5 +26,10 @@ void image_dir_free(struct image_dir *d);
 /* Write len bytes to DIR/name atomically (temp file + rename), mode 0600. */
 int image_write_file(const char *dir, const char *name, const void *buf, size_t len,
 		     char *err, size_t errlen);
+
+/* All of len bytes to fd (retrying short writes and EINTR); 0 or -1 (errno). */
+int image_write_all(int fd, const void *buf, size_t len);
+/* Is the 4 KiB page at p all zero? */
+bool image_page_is_zero(const uint64_t *p);
 
 #endif
