@@ -249,6 +249,25 @@ static bool span_add(uint64_t s, uint64_t e, uint32_t carrier, uint64_t kmodes)
 	return true;
 }
 
+/* Should the newcomer (modes `mode`) carry [a, b) that o registered with
+ * kmodes?  When it asks for MISSING/MINOR faults the owner does not, and the
+ * owner holds no protected page and no unresolved fault there.  Locked. */
+static bool takes_over(const struct um_uffd *o, const struct um_uffd *me, uint64_t mode,
+		       uint64_t kmodes, uint64_t a, uint64_t b)
+{
+	const uint64_t fill = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_MINOR;
+	if (!(mode & fill) || (kmodes & fill) || o->origin == UM_ORIGIN_MONITOR ||
+	    me->features_requested != o->features_requested)
+		return false;
+	uint64_t cur = a, rs, re;
+	if (um_wp_next_run(&o->wp, &cur, b, &rs, &re))
+		return false;
+	for (uint32_t i = 0; i < o->npending; i++)
+		if (o->pending[i].address >= a && o->pending[i].address < b)
+			return false;
+	return true;
+}
+
 int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls)
 {
 	if (!mode || (mode & ~(uint64_t)(UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP |
@@ -301,6 +320,25 @@ int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint
 		if (ofd < 0 || !client_get(o, ofd)) {
 			rc = -EBUSY;
 			break;
+		}
+		if (!sp && takes_over(o, me, mode, kmodes, a, b)) {
+			/* The newcomer serves the faults of missing pages the owner
+			 * does not ask for: it becomes the carrier, so that those
+			 * faults reach it without a doorbell.  The owner holds no
+			 * page and waits for no fault here, so the moment without a
+			 * registration changes nothing it could observe. */
+			struct uffdio_range ur = {a, b - a};
+			struct uffdio_register reg = {.range = {a, b - a}, .mode = kmodes | mode};
+			if (kcall(ofd, UFFDIO_UNREGISTER, &ur) == 0) {
+				if (kcall(fd, UFFDIO_REGISTER, &reg) == 0) {
+					if (!span_add(a, b, self, kmodes | mode))
+						rc = -EBUSY;
+					a = b;
+					continue;
+				}
+				reg.mode = kmodes; /* put the owner back */
+				kcall(ofd, UFFDIO_REGISTER, &reg);
+			}
 		}
 		if ((kmodes | mode) != kmodes) { /* widen the carrier's registration */
 			struct uffdio_register reg = {.range = {a, b - a}, .mode = kmodes | mode};

@@ -147,7 +147,7 @@ int main(int argc, char **argv)
 	int bad = 0;
 	for (int i = 0; i < N; i++)
 		bad += p[i * PG + 1] != 'B';
-	is_int(B.missing, N, "every MISSING fault went to B (forwarded from the carrier A)");
+	is_int(B.missing, N, "every MISSING fault went to B (it took over the kernel registration: A holds nothing)");
 	is_int(A.missing, 0, "A saw no MISSING fault");
 	is_int(bad, 0, "pages hold B's contents");
 
