@@ -7,7 +7,9 @@
 # trace to $UFFDSHIM_BUILD/demo-traces/NAME.trace.  lazy_loader runs with
 # --pause-ms 2 in the background; once it prints "pid N ready", the script
 # shows `uffd-record status N` and `uffd-record status N --verify` while it
-# runs.  At the end `uffd-record report` is printed for every trace.
+# runs.  wp_snapshot then runs once more, tracked by `uffd-record track`
+# (uffd-WP dirty tracking into an image chain, verified against its memory).
+# At the end `uffd-record report` is printed for every trace.
 # Exit status: 0 if every demo passed (or skipped with 77), 1 otherwise.
 # UFFDSHIM_DEMO_TIMEOUT (seconds, default 300) bounds each demo run.
 
@@ -116,6 +118,46 @@ for name in $DEMOS; do
 	*) run_plain "$name" ;;
 	esac
 done
+
+# Dirty tracking mid-run: wp_snapshot (its own uffd-WP snapshot running) is
+# tracked with uffd-WP by the shim for 5 epochs of 100 ms; the last epoch is
+# taken with the demo stopped and --verify compares the whole chain with its
+# memory; then the chain is validated.
+run_tracked() {
+	name=wp_snapshot
+	chain=$B/demo-chain
+	rm -rf "$chain"
+	fifo=$TRACES/.tracked.out.$$
+	rm -f "$fifo"
+	mkfifo "$fifo" || { note "$name-tracked" 1; return; }
+	echo "=== $name (tracked): uffd-record run -- $B/demo/$name --pause-ms 10 (in the background)"
+	bounded "$REC" run -- "$B/demo/$name" --pause-ms 10 >"$fifo" 2>&1 &
+	bg=$!
+	seen=
+	while IFS= read -r line; do
+		printf '%s\n' "$line"
+		case $line in
+		"$name: pid "*" ready")
+			[ -n "$seen" ] && continue
+			seen=1
+			pid=${line#"$name: pid "}
+			pid=${pid%" ready"}
+			echo "=== $name: uffd-record track $pid -D $chain --iterations 5 --interval 100 --verify"
+			"$REC" track "$pid" -D "$chain" --iterations 5 --interval 100 --verify
+			note "$name-track" $?
+			echo "=== $name: uffd-replay check $chain"
+			"$B/uffd-replay" check "$chain"
+			note "$name-chain-check" $?
+			;;
+		esac
+	done <"$fifo"
+	wait "$bg"
+	note "$name-tracked" $?
+	rm -f "$fifo"
+}
+if [ -z "${*:-}" ] && [ -x "$B/demo/wp_snapshot" ]; then
+	run_tracked
+fi
 
 # One report per trace (a demo appears once even if named twice above).
 reported=

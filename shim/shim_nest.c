@@ -195,6 +195,16 @@ static bool inbox_push(struct client *c, const struct uffd_msg *m)
 	return true;
 }
 
+/* Is [s, e) one of the shim's doorbell pages (dirty tracking skips them)? */
+bool shim_nest_is_bell(uint64_t s, uint64_t e)
+{
+	for (uint32_t i = 0; i < nclients; i++)
+		if (__atomic_load_n(&clients[i].used, __ATOMIC_ACQUIRE) && clients[i].bell >= s &&
+		    clients[i].bell < e)
+			return true;
+	return false;
+}
+
 /* ---- registration ---- */
 static uint64_t kernel_ioctls(const struct um_mapping *m, uint64_t modes)
 {

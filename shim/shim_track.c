@@ -191,6 +191,11 @@ static void split_by_app(struct shim_track_out *o, const struct um_mapping *m, u
 	piece(o, m, cur, e, UCTL_TM_ASYNC, 0);
 }
 
+static bool overlaps(const struct um_mapping *m, const void *p, size_t len)
+{
+	return p && len && m->start < (uint64_t)p + len && (uint64_t)p < m->end;
+}
+
 /* The tracked pieces of the address space as it is now. */
 static int current_pieces(struct shim_track_out *o)
 {
@@ -208,7 +213,15 @@ static int current_pieces(struct shim_track_out *o)
 		size_t n = shim_maps_read(addr, USER_SPACE_END, maps, MAPS_BATCH);
 		for (size_t i = 0; i < n; i++) {
 			const struct um_mapping *m = &maps[i];
-			if (!candidate(m))
+			/* not the shim's own memory: this cut's scratch and output,
+			 * the tracked set it keeps, nesting's doorbells */
+			bool ours = overlaps(m, maps, MAPS_BATCH * sizeof(*maps)) ||
+				    overlaps(m, ar, 1024 * sizeof(*ar)) ||
+				    overlaps(m, o->ranges, o->cap_ranges * sizeof(*o->ranges)) ||
+				    overlaps(m, o->runs, o->cap_runs * sizeof(*o->runs)) ||
+				    overlaps(m, T.r, T.cap * sizeof(*T.r)) ||
+				    shim_nest_is_bell(m->start, m->end);
+			if (ours || !candidate(m))
 				continue;
 			if (!T.nsel) {
 				split_by_app(o, m, m->start, m->end, ar, nar);
@@ -392,8 +405,12 @@ static void protect_new(struct uctl_track_range *r, struct shim_track_out *o)
 		int fd = async_uffd();
 		struct uffdio_register reg = {.range = {r->start, r->end - r->start},
 					      .mode = UFFDIO_REGISTER_MODE_WP};
-		if (fd < 0 || uffd_call(fd, UFFDIO_REGISTER, &reg) < 0 ||
-		    wp_range(fd, r->start, r->end, true) < 0)
+		long rc = fd < 0 ? fd : uffd_call(fd, UFFDIO_REGISTER, &reg);
+		if (rc == -ENOMEM) { /* unmapped since we read the maps (e.g. ours) */
+			r->mode = 0;
+			return;
+		}
+		if (rc < 0 || wp_range(fd, r->start, r->end, true) < 0)
 			r->mode = UCTL_TM_ALL;
 	} else if (r->mode == UCTL_TM_SYNC) {
 		__atomic_store_n(&shim_track_swallow, 1, __ATOMIC_RELEASE);
@@ -498,16 +515,20 @@ static void runs_normalize(struct shim_track_out *o)
 /* Keep o's ranges as the tracked set for the next cut. */
 static void remember(const struct shim_track_out *o)
 {
-	um_free(T.r, T.cap * sizeof(*T.r));
-	T.r = NULL;
-	T.n = T.cap = 0;
-	if (!o->nranges)
-		return;
-	T.r = um_zalloc(o->nranges * sizeof(*T.r));
-	if (!T.r)
-		return;
-	memcpy(T.r, o->ranges, o->nranges * sizeof(*T.r));
-	T.n = T.cap = o->nranges;
+	if (o->nranges > T.cap) { /* grow only: the mapping stays put */
+		uint32_t cap = o->nranges < 256 ? 256 : o->nranges * 2;
+		void *p = um_zalloc(cap * sizeof(*T.r));
+		if (!p) {
+			T.n = 0;
+			return;
+		}
+		um_free(T.r, T.cap * sizeof(*T.r));
+		T.r = p;
+		T.cap = cap;
+	}
+	T.n = o->nranges;
+	if (T.n)
+		memcpy(T.r, o->ranges, T.n * sizeof(*T.r));
 	for (uint32_t i = 0; i < T.n; i++)
 		T.r[i].flags &= ~UCTL_TR_NEW;
 }
@@ -534,6 +555,11 @@ static int do_cut(struct shim_track_out *o)
 			else
 				protect_new(&o->ranges[i], o);
 		}
+	uint32_t w = 0; /* drop the pieces that were gone */
+	for (uint32_t i = 0; i < o->nranges; i++)
+		if (o->ranges[i].mode)
+			o->ranges[w++] = o->ranges[i];
+	o->nranges = w;
 	remember(o);
 	if (ordered)
 		shim_order_unlock();
