@@ -218,6 +218,9 @@ void shim_nest_after_resolve(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
  * expand fd's doorbell into its queued messages.  cap: the caller's buffer. */
 ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap) SHIM_HIDDEN;
 void shim_nest_prune_locked(void) SHIM_HIDDEN;
+/* The app's munmap/mremap/madvise on nested memory: events for the clients
+ * that asked, where the kernel makes none for them.  Locked. */
+void shim_nest_mem_event_locked(uint8_t ev, uint64_t s, uint64_t len, uint64_t to) SHIM_HIDDEN;
 bool shim_nest_is_bell(uint64_t s, uint64_t e) SHIM_HIDDEN;
 /* Dirty tracking: add WP to uffd id's MISSING-only registration [s, e). */
 int shim_nest_augment_locked(uint32_t id, int fd, uint64_t s, uint64_t e) SHIM_HIDDEN;

@@ -417,6 +417,75 @@ bool shim_nest_aug_lacks_wp(int fd, uint64_t s, uint64_t len)
 	return lacks;
 }
 
+/* ---- events ----
+ * The kernel makes FORK/REMAP/REMOVE/UNMAP events for the carrier only, and
+ * only when the carrier asked for them at UFFDIO_API.  The other clients of a
+ * nested span that asked get them from the shim: copies of the carrier's
+ * (shim_nest_filter), or, when the carrier did not ask, events the shim makes
+ * from the app's own munmap/mremap/madvise (these do not hold the caller
+ * until read, as the kernel's do).  FORK events are not forwarded. */
+static uint64_t event_feature(uint8_t ev)
+{
+	switch (ev) {
+	case UFFD_EVENT_REMOVE: return UFFD_FEATURE_EVENT_REMOVE;
+	case UFFD_EVENT_UNMAP: return UFFD_FEATURE_EVENT_UNMAP;
+	case UFFD_EVENT_REMAP: return UFFD_FEATURE_EVENT_REMAP;
+	default: return 0;
+	}
+}
+
+/* Hand event m (about [s, e)) to every client of the nested spans there that
+ * asked for it, except skip (0: none).  Locked. */
+static void events_to_clients(const struct uffd_msg *m, uint64_t s, uint64_t e, uint32_t skip,
+			      bool carrier_has_it)
+{
+	uint64_t feat = event_feature(m->event);
+	for (uint32_t i = 0; feat && i < nspans; i++) {
+		struct span *sp = &spans[i];
+		if (sp->end <= s || sp->start >= e)
+			continue;
+		struct um_uffd *car = um_uffd_by_id(&G.model, sp->carrier_id);
+		bool kernel_did = car && (car->features_requested & feat);
+		if (kernel_did != carrier_has_it)
+			continue;
+		uint64_t a = sp->start > s ? sp->start : s, b = sp->end < e ? sp->end : e;
+		for (uint32_t k = 0; k < G.model.nuffds; k++) {
+			struct um_uffd *u = G.model.uffds[k];
+			if (u->id == skip || u->id == sp->carrier_id || !u->nfds ||
+			    !(u->features_requested & feat) || !um_range_find(u, a))
+				continue;
+			struct client *c = client_get(u, u->fds[0]);
+			struct uffd_msg copy = *m;
+			if (m->event != UFFD_EVENT_REMAP) {
+				copy.arg.remove.start = a;
+				copy.arg.remove.end = b;
+			}
+			if (c && inbox_push(c, &copy))
+				ring(c);
+		}
+	}
+}
+
+/* The app unmapped, moved or zapped [s, s+len) (to: REMAP's new address).
+ * Called locked, before the model forgets the ranges. */
+void shim_nest_mem_event_locked(uint8_t ev, uint64_t s, uint64_t len, uint64_t to)
+{
+	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE) || !len)
+		return;
+	struct uffd_msg m;
+	memset(&m, 0, sizeof(m));
+	m.event = ev;
+	if (ev == UFFD_EVENT_REMAP) {
+		m.arg.remap.from = s;
+		m.arg.remap.to = to;
+		m.arg.remap.len = len;
+	} else {
+		m.arg.remove.start = s;
+		m.arg.remove.end = s + len;
+	}
+	events_to_clients(&m, s, s + len, 0, false);
+}
+
 /* ---- routing ---- */
 /* Who gets a fault at page p of span s (flags: UFFD_PAGEFAULT_FLAG_*);
  * 0 = nobody. Locked. */
@@ -478,6 +547,18 @@ ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap)
 		struct uffd_msg m;
 		memcpy(&m, &msgs[i], sizeof(m));
 		if (m.event != UFFD_EVENT_PAGEFAULT) {
+			uint64_t es = m.event == UFFD_EVENT_REMAP ? m.arg.remap.from
+								   : m.arg.remove.start;
+			uint64_t ee = m.event == UFFD_EVENT_REMAP ? es + m.arg.remap.len
+								   : m.arg.remove.end;
+			/* Our doorbell's re-arming (MADV_DONTNEED) or unmapping is
+			 * not the app's business. */
+			if (me && (m.event == UFFD_EVENT_REMOVE || m.event == UFFD_EVENT_UNMAP) &&
+			    es >= me->bell && ee <= me->bell + UM_PAGE_SIZE)
+				continue;
+			/* the carrier's own event: a copy for each client that asked */
+			if (me && event_feature(m.event) && ee > es)
+				events_to_clients(&m, es, ee, me->id, true);
 			msgs[kept++] = m;
 			continue;
 		}

@@ -8,6 +8,7 @@
 #include <sys/syscall.h>
 
 #include "shim.h"
+#include "uffd_compat.h"
 #include "shim_raw.h"
 
 /* These are thin system calls: issue them directly, so they work even
@@ -30,6 +31,7 @@ static void unmapped(uint64_t start, uint64_t len)
 {
 	int err = errno;
 	if (shim_model_enter()) {
+		shim_nest_mem_event_locked(UFFD_EVENT_UNMAP, start, len, 0);
 		um_mem_unmap(&G.model, G.pid, start, len);
 		shim_update_own_ranges();
 		shim_unlock();
@@ -62,6 +64,8 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			/* MREMAP_FIXED replaces whatever was at the target. */
 			if (r != old)
 				um_mem_unmap(&G.model, G.pid, (uint64_t)r, new_len);
+			shim_nest_mem_event_locked(UFFD_EVENT_REMAP, (uint64_t)old, old_len,
+						   (uint64_t)r);
 			if (flags & MREMAP_DONTUNMAP)
 				um_mem_remap_dontunmap(&G.model, G.pid, (uint64_t)old, old_len,
 						       (uint64_t)r);
@@ -83,6 +87,7 @@ int madvise(void *addr, size_t len, int advice)
 	    (advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == 24 /* DONTNEED_LOCKED */)) {
 		int err = errno;
 		if (shim_model_enter()) {
+			shim_nest_mem_event_locked(UFFD_EVENT_REMOVE, (uint64_t)addr, len, 0);
 			um_mem_dontneed(&G.model, G.pid, (uint64_t)addr, len);
 			shim_unlock();
 		}

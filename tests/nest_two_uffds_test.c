@@ -25,7 +25,8 @@ struct client {
 	char letter;
 	int fd;
 	pthread_t thr;
-	volatile int missing, wp, other;
+	volatile int missing, wp, other, removes, unmaps;
+	volatile uint64_t last_start, last_end;
 };
 
 static void *handler(void *arg)
@@ -40,6 +41,13 @@ static void *handler(void *arg)
 			continue;
 		if (n != sizeof(m))
 			return NULL;
+		if (m.event == UFFD_EVENT_REMOVE || m.event == UFFD_EVENT_UNMAP) {
+			c->last_start = m.arg.remove.start;
+			c->last_end = m.arg.remove.end;
+			__atomic_add_fetch(m.event == UFFD_EVENT_REMOVE ? &c->removes : &c->unmaps, 1,
+					   __ATOMIC_SEQ_CST);
+			continue;
+		}
 		if (m.event != UFFD_EVENT_PAGEFAULT) {
 			__atomic_add_fetch(&c->other, 1, __ATOMIC_SEQ_CST);
 			continue;
@@ -182,7 +190,35 @@ int main(int argc, char **argv)
 	ok(C.wp == 3 && D.wp == 2, "after D left: C still gets its page 7, page 8 is free (C %d, D %d)",
 	   C.wp, D.wp);
 	is_int(shim_verify_self("after D unregistered"), 0, "status --verify agrees after D left");
-	is_int(A.other + B.other + C.other + D.other, 0, "no handler saw anything unexpected");
+	/* ---- events: E carries without asking for any, F asked for REMOVE and UNMAP ---- */
+	struct client E = {.name = "E", .letter = 'E', .fd = uffd_create(O_CLOEXEC)};
+	struct client F = {.name = "F", .letter = 'F', .fd = uffd_create(O_CLOEXEC)};
+	uffd_api(E.fd, 0, NULL);
+	uffd_api(F.fd, UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP, NULL);
+	char *w = map_anon(N);
+	is_int(reg(E.fd, w, N, UFFDIO_REGISTER_MODE_MISSING, NULL), 0, "E registers MISSING");
+	is_int(reg(F.fd, w, N, UFFDIO_REGISTER_MODE_MISSING, NULL), 0,
+	       "F (EVENT_REMOVE|EVENT_UNMAP) registers the same range");
+	start(&E);
+	start(&F);
+	for (int i = 0; i < N; i++)
+		write_page(w + i * PG, 1);
+	madvise(w, 4 * PG, MADV_DONTNEED);
+	for (int t = 0; t < 200 && !F.removes; t++)
+		usleep(5000);
+	ok(F.removes == 1 && F.last_start == (uint64_t)w && F.last_end == (uint64_t)w + 4 * PG &&
+	   E.removes == 0, "MADV_DONTNEED: F gets its REMOVE event [0, 4) (E asked for none: %d)",
+	   E.removes);
+	munmap(w, N * PG);
+	for (int t = 0; t < 200 && !F.unmaps; t++)
+		usleep(5000);
+	ok(F.unmaps == 1 && F.last_start == (uint64_t)w && F.last_end == (uint64_t)w + N * PG,
+	   "munmap: F gets its UNMAP event");
+	is_int(shim_verify_self("after the events"), 0, "status --verify agrees after the unmap");
+	close(E.fd);
+	close(F.fd);
+	is_int(A.other + B.other + C.other + D.other + E.other + F.other, 0,
+	       "no handler saw anything unexpected");
 	close(A.fd);
 	close(B.fd);
 	close(C.fd);
