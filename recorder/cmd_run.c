@@ -83,6 +83,7 @@ int cmd_run(int argc, char **argv)
 	}
 	if (pid == 0) {
 		setenv("LD_PRELOAD", preload, 1);
+		setenv("UFFDSHIM_CONTROL", "1", 1); /* status/track work before any uffd */
 		if (trace)
 			setenv("UFFDSHIM_TRACE", trace_abs, 1);
 		execvp(argv[i], argv + i);

@@ -122,6 +122,7 @@ struct shim_global {
 	pid_t pid;
 	int initialized;
 	int own_ranges;          /* some uffd registered memory of this process */
+	int control_always;      /* UFFDSHIM_CONTROL=1: control socket from the start */
 	int pagemap_fd;          /* /proc/self/pagemap, internal */
 	char lib_path[512];      /* absolute path of this library */
 	/* Children whose FORK event was not in the model yet when fork()

@@ -403,7 +403,7 @@ void shim_ctl_after_fork_child(void)
 		listen_fd = -1;
 	}
 	ctl_started = 0;
-	if (G.model.nuffds)
+	if (G.model.nuffds || G.control_always)
 		shim_ctl_ensure();
 }
 

@@ -134,6 +134,13 @@ void shim_init(void)
 	shim_trace_init();
 	shim_exec_adopt();
 	shim_restore_from_env();
+	/* UFFDSHIM_CONTROL=1 (uffd-record run sets it): the control socket from
+	 * the start, so that a process that has no uffd (yet) can be tracked or
+	 * watched by a monitor; otherwise it opens with the first uffd. */
+	const char *ctl = getenv("UFFDSHIM_CONTROL");
+	G.control_always = ctl && ctl[0] == '1';
+	if (G.control_always)
+		shim_ctl_ensure();
 	errno = saved;
 }
 
