@@ -104,8 +104,11 @@ struct uctl_mon_read {
 /* UCTL_TRACK_START request: flags, then nsel selected [start, end) pairs
  * (none: every private writable mapping). */
 #define UCTL_TRACK_MAX_SEL 64
+#define UCTL_TRACK_AUGMENT 1u /* memory an app registered MISSING-only: add WP
+			       * to its registration (sync) instead of saving
+			       * every present page each epoch (all) */
 struct uctl_track_req {
-	uint32_t flags;       /* reserved, 0 */
+	uint32_t flags;       /* UCTL_TRACK_AUGMENT */
 	uint32_t nsel;
 	/* uint64_t sel[nsel][2] follows */
 };

@@ -58,7 +58,9 @@ static void usage(FILE *f)
 		"  --step          cut an epoch for each line read on stdin (EOF ends)\n"
 		"  --no-freeze     do not stop the process for the last epoch\n"
 		"  --verify        at the end, compare the chain with the live memory\n"
-		"  --dirty-log F   append \"EPOCH ADDR NPAGES\" lines of changed pages to F\n");
+		"  --dirty-log F   append \"EPOCH ADDR NPAGES\" lines of changed pages to F\n"
+		"  --augment-missing  add WP to the app's MISSING-only registrations (sync)\n"
+		"                  instead of saving their present pages every epoch (all)\n");
 }
 
 /* The reply of START/CUT/INFO, checked. */
@@ -189,7 +191,7 @@ int cmd_track(int argc, char **argv)
 {
 	const char *dir = NULL, *log_path = NULL;
 	int interval_ms = 100, iterations = -1;
-	bool step = false, freeze = true, verify = false, quiet = false;
+	bool step = false, freeze = true, verify = false, quiet = false, augment = false;
 	uint64_t sel[UCTL_TRACK_MAX_SEL][2];
 	uint32_t nsel = 0;
 	pid_t pid = 0;
@@ -214,6 +216,8 @@ int cmd_track(int argc, char **argv)
 			freeze = false;
 		else if (!strcmp(a, "--verify"))
 			verify = true;
+		else if (!strcmp(a, "--augment-missing"))
+			augment = true;
 		else if (!strcmp(a, "--quiet"))
 			quiet = true;
 		else if (!strcmp(a, "--dirty-log") && i + 1 < argc)
@@ -261,7 +265,7 @@ int cmd_track(int argc, char **argv)
 
 	size_t reqlen = sizeof(struct uctl_track_req) + nsel * 16u;
 	uint8_t *req = g_malloc0(reqlen);
-	struct uctl_track_req tr = {.nsel = nsel};
+	struct uctl_track_req tr = {.nsel = nsel, .flags = augment ? UCTL_TRACK_AUGMENT : 0};
 	memcpy(req, &tr, sizeof(tr));
 	memcpy(req + sizeof(tr), sel, nsel * 16u);
 	int ret = 0;

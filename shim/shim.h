@@ -187,7 +187,7 @@ struct shim_track_out {
 	uint64_t nruns, cap_runs;
 };
 extern int shim_track_swallow SHIM_HIDDEN;
-int shim_track_start(pid_t monitor, const uint64_t (*sel)[2], uint32_t nsel,
+int shim_track_start(pid_t monitor, const uint64_t (*sel)[2], uint32_t nsel, uint32_t flags,
 		     struct shim_track_out *o) SHIM_HIDDEN;
 int shim_track_cut(pid_t monitor, struct shim_track_out *o) SHIM_HIDDEN;
 int shim_track_info(struct shim_track_out *o) SHIM_HIDDEN;

@@ -151,12 +151,13 @@ static bool serve_track(int fd, const struct uctl_hdr *h, const uint8_t *req, pi
 		if (h->len < sizeof(tr))
 			return shim_ctl_reply(fd, h->op, -EINVAL, NULL, 0);
 		memcpy(&tr, req, sizeof(tr));
-		if (tr.nsel > UCTL_TRACK_MAX_SEL || h->len != sizeof(tr) + tr.nsel * 16u)
+		if (tr.nsel > UCTL_TRACK_MAX_SEL || h->len != sizeof(tr) + tr.nsel * 16u ||
+		    (tr.flags & ~UCTL_TRACK_AUGMENT))
 			return shim_ctl_reply(fd, h->op, -EINVAL, NULL, 0);
 		uint64_t sel[UCTL_TRACK_MAX_SEL][2];
 		memcpy(sel, req + sizeof(tr), tr.nsel * 16u);
 		return send_track(fd, h->op, shim_track_start(peer, (const uint64_t(*)[2])sel,
-							      tr.nsel, &o), &o);
+							      tr.nsel, tr.flags, &o), &o);
 	}
 	case UCTL_TRACK_CUT:
 		return send_track(fd, h->op, shim_track_cut(peer, &o), &o);

@@ -523,9 +523,11 @@ static void resolve_unwanted(int fd, uint64_t page, uint64_t flags)
 		struct uffdio_writeprotect w = {{page, UM_PAGE_SIZE}, 0};
 		kcall(fd, UFFDIO_WRITEPROTECT, &w);
 	} else if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
+		shim_log("nest: MINOR fault nobody wants: CONTINUE");
 		struct uffdio_continue c = {.range = {page, UM_PAGE_SIZE}};
 		kcall(fd, UFFDIO_CONTINUE, &c);
 	} else {
+		shim_log("nest: MISSING fault nobody wants: ZEROPAGE");
 		struct uffdio_zeropage z = {.range = {page, UM_PAGE_SIZE}};
 		if (kcall(fd, UFFDIO_ZEROPAGE, &z) < 0)
 			kwake(fd, page, page + UM_PAGE_SIZE);
@@ -625,6 +627,7 @@ void shim_nest_deliver(int fd, const void *buf, ssize_t n)
 			continue;
 		if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
 			uint64_t page = msgs[i].arg.pagefault.address & ~(UM_PAGE_SIZE - 1);
+			shim_log("nest: could not queue a fault: woken to fault again");
 			kwake(fd, page, page + UM_PAGE_SIZE);
 		} else {
 			shim_log("nest: an event could not be handed to the app");

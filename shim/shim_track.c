@@ -50,6 +50,7 @@ static struct {
 	struct um_wpmap marks;  /* pages changed by the app's uffd calls */
 	uint64_t sel[UCTL_TRACK_MAX_SEL][2];
 	uint32_t nsel;
+	int augment;            /* UCTL_TRACK_AUGMENT: WP added to MISSING-only ranges */
 } T = {.async_fd = -1, .pidfd = -1};
 
 /* ---- growable arrays from um_alloc ---- */
@@ -182,7 +183,7 @@ static void split_by_app(struct shim_track_out *o, const struct um_mapping *m, u
 		/* The app's own WP registration carries our bits; a MISSING-only
 		 * one gets WP added (augmented: the app still sees its modes). */
 		bool wp = ar[i].modes & UFFDIO_REGISTER_MODE_WP;
-		bool aug = !wp && ar[i].modes == UFFDIO_REGISTER_MODE_MISSING;
+		bool aug = !wp && ar[i].modes == UFFDIO_REGISTER_MODE_MISSING && T.augment;
 		piece(o, m, as, ae, wp || aug ? UCTL_TM_SYNC : UCTL_TM_ALL, ar[i].id);
 		if (aug)
 			o->ranges[o->nranges - 1].flags |= UCTL_TR_AUGMENTED;
@@ -577,7 +578,7 @@ static bool monitor_alive(void)
 	return RAW3(SYS_poll, &p, 1, 0) == 0;
 }
 
-int shim_track_start(pid_t monitor, const uint64_t (*sel)[2], uint32_t nsel,
+int shim_track_start(pid_t monitor, const uint64_t (*sel)[2], uint32_t nsel, uint32_t flags,
 		     struct shim_track_out *o)
 {
 	if (T.active) {
@@ -592,6 +593,7 @@ int shim_track_start(pid_t monitor, const uint64_t (*sel)[2], uint32_t nsel,
 			return -EINVAL;
 	memcpy(T.sel, sel, nsel * sizeof(T.sel[0]));
 	T.nsel = nsel;
+	T.augment = (flags & UCTL_TRACK_AUGMENT) != 0;
 	T.monitor = monitor;
 	T.epoch = 0;
 	int pfd = (int)RAW2(SYS_pidfd_open, monitor, 0);

@@ -258,7 +258,7 @@ static void run_kind(int kind, const char *tmp)
 		 (unsigned long long)(kinds[kind].base + NPAGES * PG));
 	snprintf(pid, sizeof(pid), "%d", getpid());
 	char *args[] = {"track", pid, "-D", dir, "--range", range, "--step", "--verify",
-			"--dirty-log", logp, NULL};
+			"--augment-missing", "--dirty-log", logp, NULL};
 	struct tracker t;
 	char line[512];
 	if (tracker_start(&t, args) < 0 || !tracker_expect(&t, "epoch 0", line, sizeof(line))) {
