@@ -50,8 +50,10 @@ declare -A TQ_TPID TQ_WPID TQ_CHECKED
 # tq_track NAME: start the tracker (and a fault watch) on QEMU NAME
 tq_track() {
     local name=$1 pid=${QL_QEMU_PID[$1]}
+    # TQ_TRACK_ARGS: more tracker options (e.g. --augment-missing), to investigate
+    # shellcheck disable=SC2086
     "$UFFDSHIM_BUILD/uffd-record" track "$pid" -D "$QL_WORK/$name.chain" --interval "$INTERVAL" \
-        --verify >"$QL_WORK/$name.track" 2>&1 </dev/null &
+        --verify ${TQ_TRACK_ARGS:-} >"$QL_WORK/$name.track" 2>&1 </dev/null &
     TQ_TPID[$name]=$!
     QL_PIDS+=("$!")
     python3 "$TQ_HERE/watch.py" "$pid" "$QL_WORK/$name.watch" </dev/null >/dev/null 2>&1 &
