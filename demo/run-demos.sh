@@ -67,17 +67,19 @@ run_plain() {
 	note "$name" $?
 }
 
-# lazy_loader, observed mid-run.  Its output comes through a fifo so that the
-# status commands run exactly when it says it is ready (no polling).
-run_lazy_loader() {
-	name=lazy_loader
-	trace=$(fresh_trace "$name")
-	traces="$traces $name"
-	fifo=$TRACES/.$name.out.$$
+# run_observed NAME STEP ACTION RUNARGS...: run demo NAME as `uffd-record run
+# RUNARGS -- demo/NAME --pause-ms ...` in the background and call ACTION PID
+# once it prints "NAME: pid PID ready".  Its output comes through a fifo so
+# that ACTION runs exactly then (no polling).  The demo's outcome is noted as
+# STEP; a demo that never got ready fails (unless it skipped).
+run_observed() {
+	name=$1 step=$2 action=$3
+	shift 3
+	fifo=$TRACES/.$step.out.$$
 	rm -f "$fifo"
-	mkfifo "$fifo" || { note "$name" 1; return; }
-	echo "=== $name: uffd-record run --trace $trace -- $B/demo/$name --pause-ms 2 (in the background)"
-	bounded "$REC" run --trace "$trace" -- "$B/demo/$name" --pause-ms 2 >"$fifo" 2>&1 &
+	mkfifo "$fifo" || { note "$step" 1; return; }
+	echo "=== $name: uffd-record run $* (in the background)"
+	bounded "$REC" run "$@" >"$fifo" 2>&1 &
 	bg=$!
 	seen=
 	while IFS= read -r line; do
@@ -88,12 +90,7 @@ run_lazy_loader() {
 			seen=1
 			pid=${line#"$name: pid "}
 			pid=${pid%" ready"}
-			echo "=== $name: uffd-record status $pid (mid-run)"
-			"$REC" status "$pid"
-			note "$name-status" $?
-			echo "=== $name: uffd-record status $pid --verify (mid-run)"
-			"$REC" status "$pid" --verify
-			note "$name-status-verify" $?
+			"$action" "$pid"
 			;;
 		esac
 	done <"$fifo"
@@ -101,10 +98,26 @@ run_lazy_loader() {
 	rc=$?
 	rm -f "$fifo"
 	if [ -z "$seen" ] && [ "$rc" -ne 77 ]; then
-		echo "=== $name: never printed its 'pid N ready' line: status not shown"
+		echo "=== $name: never printed its 'pid N ready' line: nothing shown mid-run"
 		[ "$rc" -eq 0 ] && rc=1
 	fi
-	note "$name" "$rc"
+	note "$step" "$rc"
+}
+
+# lazy_loader, observed mid-run: status and status --verify while it loads.
+show_status() {
+	echo "=== lazy_loader: uffd-record status $1 (mid-run)"
+	"$REC" status "$1"
+	note "lazy_loader-status" $?
+	echo "=== lazy_loader: uffd-record status $1 --verify (mid-run)"
+	"$REC" status "$1" --verify
+	note "lazy_loader-status-verify" $?
+}
+run_lazy_loader() {
+	trace=$(fresh_trace lazy_loader)
+	traces="$traces lazy_loader"
+	run_observed lazy_loader lazy_loader show_status --trace "$trace" -- \
+		"$B/demo/lazy_loader" --pause-ms 2
 }
 
 for name in $DEMOS; do
@@ -123,37 +136,18 @@ done
 # tracked with uffd-WP by the shim for 5 epochs of 100 ms; the last epoch is
 # taken with the demo stopped and --verify compares the whole chain with its
 # memory; then the chain is validated.
-run_tracked() {
-	name=wp_snapshot
+track_it() {
 	chain=$B/demo-chain
 	rm -rf "$chain"
-	fifo=$TRACES/.tracked.out.$$
-	rm -f "$fifo"
-	mkfifo "$fifo" || { note "$name-tracked" 1; return; }
-	echo "=== $name (tracked): uffd-record run -- $B/demo/$name --pause-ms 10 (in the background)"
-	bounded "$REC" run -- "$B/demo/$name" --pause-ms 10 >"$fifo" 2>&1 &
-	bg=$!
-	seen=
-	while IFS= read -r line; do
-		printf '%s\n' "$line"
-		case $line in
-		"$name: pid "*" ready")
-			[ -n "$seen" ] && continue
-			seen=1
-			pid=${line#"$name: pid "}
-			pid=${pid%" ready"}
-			echo "=== $name: uffd-record track $pid -D $chain --iterations 5 --interval 100 --verify"
-			"$REC" track "$pid" -D "$chain" --iterations 5 --interval 100 --verify
-			note "$name-track" $?
-			echo "=== $name: uffd-replay check $chain"
-			"$B/uffd-replay" check "$chain"
-			note "$name-chain-check" $?
-			;;
-		esac
-	done <"$fifo"
-	wait "$bg"
-	note "$name-tracked" $?
-	rm -f "$fifo"
+	echo "=== wp_snapshot: uffd-record track $1 -D $chain --iterations 5 --interval 100 --verify"
+	"$REC" track "$1" -D "$chain" --iterations 5 --interval 100 --verify
+	note "wp_snapshot-track" $?
+	echo "=== wp_snapshot: uffd-replay check $chain"
+	"$B/uffd-replay" check "$chain"
+	note "wp_snapshot-chain-check" $?
+}
+run_tracked() {
+	run_observed wp_snapshot wp_snapshot-tracked track_it -- "$B/demo/wp_snapshot" --pause-ms 10
 }
 if [ -z "${*:-}" ] && [ -x "$B/demo/wp_snapshot" ]; then
 	run_tracked

@@ -201,11 +201,13 @@ void shim_track_mark(uint64_t start, uint64_t len) SHIM_HIDDEN;
 void shim_track_mark_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
 /* Before the app registers [start, start+len) (order lock held). */
 void shim_track_yield(uint64_t start, uint64_t len) SHIM_HIDDEN;
+bool shim_track_active(void) SHIM_HIDDEN;
 /* Remove our WP faults from what read() returned; returns the new length. */
 ssize_t shim_track_filter(int fd, void *buf, ssize_t n) SHIM_HIDDEN;
 
 /* ---- shim_nest.c: several uffds of this process on the same memory ---- */
 extern int shim_nest_on SHIM_HIDDEN;
+extern int shim_nest_naug SHIM_HIDDEN; /* augmented spans (dirty tracking added WP) */
 extern int shim_nest_enabled SHIM_HIDDEN; /* UFFDSHIM_NEST=0: the kernel's EBUSY */
 /* REGISTER met EBUSY: register virtually; 0 and *ioctls, or -errno. */
 int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint64_t *ioctls)

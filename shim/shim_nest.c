@@ -60,6 +60,7 @@ struct client {
 };
 
 int shim_nest_on;
+int shim_nest_naug;
 int shim_nest_enabled = 1;
 static struct span spans[MAX_SPANS];
 static uint32_t nspans;
@@ -392,6 +393,7 @@ int shim_nest_augment_locked(uint32_t id, int fd, uint64_t s, uint64_t e)
 	if (!span_add(s, e, id, kmodes))
 		return -ENOSPC;
 	span_at(s)->augmented = 1;
+	__atomic_add_fetch(&shim_nest_naug, 1, __ATOMIC_ACQ_REL);
 	__atomic_store_n(&shim_nest_on, 1, __ATOMIC_RELEASE);
 	return 0;
 }
@@ -842,6 +844,10 @@ void shim_nest_prune_locked(void)
 			spans[w++] = spans[i];
 	}
 	nspans = w;
+	int naug = 0;
+	for (uint32_t i = 0; i < nspans; i++)
+		naug += spans[i].augmented;
+	__atomic_store_n(&shim_nest_naug, naug, __ATOMIC_RELEASE);
 }
 
 /* Spans for status --verify: fills up to cap (start, end, kmodes), returns
@@ -868,4 +874,5 @@ void shim_nest_after_fork_child(void)
 	 * registrations of uffds without EVENT_FORK.  Nesting starts afresh. */
 	nspans = nclients = 0;
 	shim_nest_on = 0;
+	shim_nest_naug = 0;
 }

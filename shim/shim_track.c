@@ -708,6 +708,11 @@ void shim_track_mark_locked(uint64_t start, uint64_t len)
 	um_wp_set(&T.marks, s, e, true);
 }
 
+bool shim_track_active(void)
+{
+	return __atomic_load_n(&T.active, __ATOMIC_ACQUIRE) != 0;
+}
+
 /* ---- the app's paths ---- */
 /* The app is about to register [start, start+len): the kernel lets one uffd
  * only, so ours steps aside there (called under the order lock).  The next

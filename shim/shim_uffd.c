@@ -205,7 +205,8 @@ static bool nested_call(int fd, unsigned long req, void *arg, long *ret, int *er
 	long r;
 	/* Memory dirty tracking gave WP mode that this uffd did not register:
 	 * answer WP operations as the kernel would without it. */
-	if (req == UFFDIO_WRITEPROTECT || req == UFFDIO_COPY || req == UFFDIO_CONTINUE) {
+	if ((req == UFFDIO_WRITEPROTECT || req == UFFDIO_COPY || req == UFFDIO_CONTINUE) &&
+	    __atomic_load_n(&shim_nest_naug, __ATOMIC_ACQUIRE)) {
 		union uffd_args in;
 		size_t sz = _IOC_SIZE(req);
 		if (!safe_copy(&in, arg, sz))
@@ -340,7 +341,7 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 	shim_gate_enter();
 	bool ordered = (req == UFFDIO_REGISTER || req == UFFDIO_UNREGISTER ||
 			req == UFFDIO_WRITEPROTECT) && shim_order_lock();
-	if (req == UFFDIO_REGISTER && arg) {
+	if (req == UFFDIO_REGISTER && arg && shim_track_active()) {
 		struct uffdio_register in;
 		if (safe_copy(&in, arg, sizeof(in)))
 			shim_track_yield(in.range.start, in.range.len);
