@@ -11,14 +11,16 @@
  *               the kernel registration over (it serves the faults of missing
  *               pages, A asks for none), so faults reach B directly.
  *   forwarded   the same, but A holds one page protected, so A keeps the
- *               kernel registration: every fault arrives on A, is routed to B
- *               through B's doorbell, B copies, and the shim wakes the
- *               faulting thread on A.
+ *               kernel registration: every fault arrives on A and is routed
+ *               to B (docs/design.md "Waking a client": B's parked reader
+ *               reads A's fd, or A's reader kicks B's), B copies, and the
+ *               shim wakes the faulting thread on A.
  *
  * The main thread reads each page once.  All threads are pinned to one CPU
  * (the steadiest fault on this 2-vCPU VM; see fault_bench.c).  Prints, per
  * variant, the median time per fault over rounds and the median per-round
- * ratio to "single".  Exit 0 unless a variant fails (a wrong page, a lost
+ * ratio to "single".  --only NAME runs one variant besides "single" (for
+ * profiling).  Exit 0 unless a variant fails (a wrong page, a lost
  * fault); timings never decide the exit status. */
 #include <errno.h>
 #include <fcntl.h>
@@ -178,6 +180,7 @@ int main(int argc, char **argv)
 {
 	int rounds = 7;
 	size_t pages = 2000;
+	const char *only = NULL; /* one variant and "single" (for profiling) */
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
 			rounds = atoi(argv[++i]);
@@ -185,6 +188,8 @@ int main(int argc, char **argv)
 			pages = strtoul(argv[++i], NULL, 0);
 		else if (!strcmp(argv[i], "--quick"))
 			rounds = 3, pages = 1000;
+		else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+			only = argv[++i];
 	}
 	if (!shim_loaded()) {
 		const char *b = getenv("UFFDSHIM_BUILD");
@@ -226,6 +231,10 @@ int main(int argc, char **argv)
 	for (int r = 0; r < rounds; r++) {
 		for (int k = 0; k < V__N; k++) {
 			int v = (k + r) % V__N; /* rotate the order */
+			if (only && v != V_SINGLE && strcmp(only, vname[v])) {
+				t[v][r] = 0;
+				continue;
+			}
 			t[v][r] = run(v, pages);
 			failed |= t[v][r] < 0;
 		}
@@ -234,6 +243,8 @@ int main(int argc, char **argv)
 	}
 	printf("%-10s %14s %22s\n", "variant", "ns/fault (med)", "ratio to single (med)");
 	for (int v = 0; v < V__N; v++) {
+		if (only && v != V_SINGLE && strcmp(only, vname[v]))
+			continue;
 		double tv[64], rv[64];
 		memcpy(tv, t[v], sizeof(double) * (size_t)rounds);
 		memcpy(rv, ratio[v], sizeof(double) * (size_t)rounds);

@@ -54,7 +54,10 @@ enum uctl_op {
 			       * be none after the timeout) */
 	UCTL_NEST_INFO = 10,  /* reply: struct uctl_nest_info, then nspans ×
 			       * {start, end, kernel modes} (uint64_t each),
-			       * then nbells doorbell page addresses (uint64_t) */
+			       * then nbells doorbell page addresses (uint64_t),
+			       * then nforced uffd ids (uint64_t) whose file is
+			       * O_NONBLOCK in the kernel while the app's view
+			       * is blocking (docs/design.md "Nesting") */
 };
 
 struct uctl_hdr {
@@ -79,6 +82,8 @@ struct uctl_ping {
 struct uctl_nest_info {
 	uint32_t nspans;
 	uint32_t nbells;
+	uint32_t nforced;     /* uffd ids whose file the shim made non-blocking */
+	uint32_t reserved;
 };
 
 struct uctl_mon_open {

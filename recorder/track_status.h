@@ -18,6 +18,8 @@ struct track_info {
 	uint32_t nnest;
 	uint64_t *bells;
 	uint32_t nbells;
+	uint64_t *forced;
+	uint32_t nforced;
 };
 
 /* Ask the shim on c (an open connection).  Returns 0 (t->on tells whether

@@ -704,6 +704,11 @@ static int check_fds_of(const struct um_state *st, pid_t pid, const struct um_uf
 			continue; /* the rest belongs to the open file, shared by every fd */
 		file_checked = true;
 		bool k_nb = fi.flags & O_NONBLOCK, m_nb = u->file_flags & O_NONBLOCK;
+		bool forced = false; /* the shim's read() emulates the app's blocking view */
+		for (uint32_t k = 0; trk_now && k < trk_now->nforced; k++)
+			forced |= trk_now->forced[k] == u->id;
+		if (k_nb && !m_nb && forced)
+			k_nb = false;
 		if (k_nb != m_nb)
 			add(r, VK_DISAGREE, VC_FDINFO, u->id, "uffd %u: fd %d: O_NONBLOCK: model %s, "
 			    "kernel %s (fdinfo flags 0%o)", u->id, fd, m_nb ? "set" : "clear",

@@ -96,6 +96,10 @@ struct verify_tracking {
 	uint32_t nnest;
 	const uint64_t *bells;
 	uint32_t nbells;
+	/* uffd ids whose file the shim made non-blocking while the app's
+	 * view stays blocking */
+	const uint64_t *forced;
+	uint32_t nforced;
 };
 int verify_state_tracked(const struct um_state *st, const struct um_state *foreign,
 			 const struct verify_tracking *trk, pid_t pid, struct verify_report *r);

@@ -231,9 +231,14 @@ int shim_nest_augment_locked(uint32_t id, int fd, uint64_t s, uint64_t e) SHIM_H
 bool shim_nest_aug_lacks_wp(int fd, uint64_t s, uint64_t len) SHIM_HIDDEN;
 /* Messages of fd read by the shim: queue them for the app's read(). */
 void shim_nest_deliver(int fd, const void *buf, ssize_t n) SHIM_HIDDEN;
+/* Readers parked in our read() of a uffd whose file we made non-blocking. */
+ssize_t shim_nest_take(int fd, void *buf, size_t cap) SHIM_HIDDEN;
+int shim_nest_park(int fd) SHIM_HIDDEN;
+void shim_nest_reforce_locked(int fd) SHIM_HIDDEN;
+void shim_nest_before_exec_locked(void) SHIM_HIDDEN;
 void shim_nest_carrier_gone_locked(uint32_t id) SHIM_HIDDEN;
-uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells,
-				uint32_t *nbells) SHIM_HIDDEN;
+uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells, uint32_t *nbells,
+				uint64_t *forced, uint32_t *nforced) SHIM_HIDDEN;
 void shim_nest_after_fork_child(void) SHIM_HIDDEN;
 
 /* ---- shim_monitor.c: external monitors (uffdshim_ctl.h UCTL_MON_*) ---- */

@@ -256,19 +256,25 @@ static bool serve(int fd)
 			ok = shim_ctl_reply(fd, h.op, 0, NULL, 0);
 			break;
 		case UCTL_NEST_INFO: {
-			static uint64_t sp[256][3], bells[16];
-			struct uctl_nest_info ni;
+			static uint64_t sp[256][3], bells[16], forced[16];
+			struct uctl_nest_info ni = {0};
 			if (!quiesced)
 				shim_lock();
-			ni.nspans = shim_nest_spans_locked(sp, 256, bells, &ni.nbells);
+			ni.nspans = shim_nest_spans_locked(sp, 256, bells, &ni.nbells, forced,
+							   &ni.nforced);
 			if (!quiesced)
 				shim_unlock();
-			uint8_t out[sizeof(ni) + sizeof(sp) + sizeof(bells)];
+			static uint8_t out[sizeof(ni) + sizeof(sp) + sizeof(bells) + sizeof(forced)];
+			size_t off = 0;
 			memcpy(out, &ni, sizeof(ni));
-			memcpy(out + sizeof(ni), sp, ni.nspans * 24u);
-			memcpy(out + sizeof(ni) + ni.nspans * 24u, bells, ni.nbells * 8u);
-			ok = shim_ctl_reply(fd, h.op, 0, out,
-				   (uint32_t)(sizeof(ni) + ni.nspans * 24u + ni.nbells * 8u));
+			off += sizeof(ni);
+			memcpy(out + off, sp, ni.nspans * 24u);
+			off += ni.nspans * 24u;
+			memcpy(out + off, bells, ni.nbells * 8u);
+			off += ni.nbells * 8u;
+			memcpy(out + off, forced, ni.nforced * 8u);
+			off += ni.nforced * 8u;
+			ok = shim_ctl_reply(fd, h.op, 0, out, (uint32_t)off);
 			break;
 		}
 		case UCTL_MON_OPEN:

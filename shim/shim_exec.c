@@ -17,6 +17,7 @@ void shim_exec_prepare(char *buf, size_t len, int *memfd)
 	*memfd = -1;
 	if (!shim_model_enter())
 		return;
+	shim_nest_before_exec_locked();
 	bool survives = false;
 	for (uint32_t i = 0; i < G.model.nuffds && !survives; i++)
 		for (int j = 0; j < G.model.uffds[i]->nfds; j++)

@@ -32,7 +32,7 @@ int shim_fd_kind_slow(int fd)
 /* ---- the shim's own fds ---- */
 
 /* Variables holding internal fds, so a relocation can update them. */
-#define MAX_INTERNAL 8
+#define MAX_INTERNAL 32
 static int *internal_slots[MAX_INTERNAL];
 
 /* Lowest number the shim uses: near the top of the soft fd limit (at most

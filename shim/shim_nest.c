@@ -13,10 +13,9 @@
  *     unprotects it.  A page stays protected while any client holds it; a
  *     client that unprotects wakes the writer, which faults again for the
  *     next holder.
- * A client that is not the reader gets its messages through a doorbell: a
- * private page registered MISSING on its own uffd, touched by a small shim
- * thread, so that its fd becomes readable; its read() then returns the
- * queued messages in place of the doorbell's fault.  Resolutions by a
+ * A message for another client goes to that client's inbox, and its readers
+ * hear of it as shim_nest_wake.c says (an eventfd kick to a reader parked in
+ * our read(), else a doorbell fault on its own uffd).  Resolutions by a
  * non-carrier client are followed by a UFFDIO_WAKE on the carrier (the
  * faulting thread sleeps there).
  *
@@ -24,86 +23,45 @@
  * under the order lock like the app's own. */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/futex.h>
-#include <pthread.h>
-#include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
 #include "shim.h"
+#include "shim_nest_int.h"
 #include "shim_raw.h"
 #include "uffd_compat.h"
-
-#define MAX_SPANS 256
-#define MAX_CLIENTS 16
-#define INBOX 64
-
-struct span {
-	uint64_t start, end;
-	uint32_t carrier_id;
-	uint64_t kmodes;        /* modes of the kernel registration (a superset) */
-	int augmented;          /* WP added for dirty tracking, one client */
-};
-
-struct client {
-	int used;               /* slot taken (until its bell thread ends) */
-	int dead;               /* its uffd is gone: the bell thread ends */
-	uint32_t id;            /* model uffd id */
-	int fd;
-	uint64_t bell;          /* doorbell page */
-	int ring;               /* futex: 1 = the bell thread should ring */
-	int busy;               /* the bell is being rung */
-	struct uffd_msg inbox[INBOX];
-	uint32_t head, tail;    /* messages head..tail-1 wait */
-};
 
 int shim_nest_on;
 int shim_nest_naug;
 int shim_nest_enabled = 1;
-static struct span spans[MAX_SPANS];
-static uint32_t nspans;
-static struct client clients[MAX_CLIENTS];
-static uint32_t nclients;
-
-static long futex(int *uaddr, int op, int val)
-{
-	return RAW6(SYS_futex, uaddr, op, val, NULL, 0, 0);
-}
-
-static long kcall(int fd, unsigned long req, void *arg)
-{
-	return RAW3(SYS_ioctl, fd, req, arg);
-}
-
-static void kwake(int fd, uint64_t s, uint64_t e)
-{
-	struct uffdio_range r = {s, e - s};
-	kcall(fd, UFFDIO_WAKE, &r);
-}
+struct span nest_spans[MAX_SPANS];
+uint32_t nest_nspans;
+struct client nest_clients[MAX_CLIENTS];
+uint32_t nest_nclients;
 
 /* ---- lookups (locked) ---- */
 static struct span *span_at(uint64_t addr)
 {
-	for (uint32_t i = 0; i < nspans; i++)
-		if (addr >= spans[i].start && addr < spans[i].end)
-			return &spans[i];
+	for (uint32_t i = 0; i < nest_nspans; i++)
+		if (addr >= nest_spans[i].start && addr < nest_spans[i].end)
+			return &nest_spans[i];
 	return NULL;
 }
 
-static struct client *client_of(uint32_t id)
+struct client *nest_client_of(uint32_t id)
 {
-	for (uint32_t i = 0; i < nclients; i++)
-		if (clients[i].used && !clients[i].dead && clients[i].id == id)
-			return &clients[i];
+	for (uint32_t i = 0; i < nest_nclients; i++)
+		if (nest_clients[i].used && !nest_clients[i].dead && nest_clients[i].id == id)
+			return &nest_clients[i];
 	return NULL;
 }
 
-static struct client *client_by_fd(int fd)
+struct client *nest_client_by_fd(int fd)
 {
 	struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
-	return u ? client_of(u->id) : NULL;
+	return u ? nest_client_of(u->id) : NULL;
 }
 
 static int fd_of(uint32_t id)
@@ -112,96 +70,13 @@ static int fd_of(uint32_t id)
 	return u && u->nfds ? u->fds[0] : -1;
 }
 
-/* ---- doorbells ---- */
-static void *bell_main(void *arg)
-{
-	struct client *c = arg;
-	for (;;) {
-		while (!__atomic_exchange_n(&c->ring, 0, __ATOMIC_ACQ_REL))
-			futex(&c->ring, FUTEX_WAIT_PRIVATE, 0);
-		if (__atomic_load_n(&c->dead, __ATOMIC_ACQUIRE)) {
-			/* Its uffd is gone (and with it the doorbell's
-			 * registration): free the page and the slot. */
-			RAW2(SYS_munmap, c->bell, UM_PAGE_SIZE);
-			__atomic_store_n(&c->used, 0, __ATOMIC_RELEASE);
-			return NULL;
-		}
-		__atomic_store_n(&c->busy, 1, __ATOMIC_RELEASE);
-		/* A read fault on the MISSING doorbell: a message on the
-		 * client's uffd; we sleep until its read() resolves it. */
-		(void)*(volatile char *)(uintptr_t)c->bell;
-		RAW3(SYS_madvise, c->bell, UM_PAGE_SIZE, MADV_DONTNEED);
-		__atomic_store_n(&c->busy, 0, __ATOMIC_RELEASE);
-	}
-	return NULL;
-}
-
-static void ring(struct client *c)
-{
-	__atomic_store_n(&c->ring, 1, __ATOMIC_RELEASE);
-	futex(&c->ring, FUTEX_WAKE_PRIVATE, 1);
-}
-
-/* The client for uffd u (fd), with its doorbell; locked. */
-static struct client *client_get(struct um_uffd *u, int fd)
-{
-	struct client *c = client_of(u->id);
-	if (c)
-		return c;
-	bool room = nclients < MAX_CLIENTS;
-	for (uint32_t i = 0; i < nclients && !room; i++)
-		room = !__atomic_load_n(&clients[i].used, __ATOMIC_ACQUIRE);
-	if (!room)
-		return NULL;
-	void *bell = (void *)RAW6(SYS_mmap, 0, UM_PAGE_SIZE, PROT_READ | PROT_WRITE,
-				  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if ((long)bell < 0 && (long)bell > -4096)
-		return NULL;
-	struct uffdio_register reg = {.range = {(uint64_t)bell, UM_PAGE_SIZE},
-				      .mode = UFFDIO_REGISTER_MODE_MISSING};
-	if (kcall(fd, UFFDIO_REGISTER, &reg) < 0) {
-		RAW2(SYS_munmap, bell, UM_PAGE_SIZE);
-		return NULL;
-	}
-	c = NULL;
-	for (uint32_t i = 0; i < nclients && !c; i++)
-		if (!__atomic_load_n(&clients[i].used, __ATOMIC_ACQUIRE))
-			c = &clients[i];
-	if (!c)
-		c = &clients[nclients];
-	bool fresh = c == &clients[nclients];
-	memset(c, 0, sizeof(*c));
-	c->used = 1;
-	c->id = u->id;
-	c->fd = fd;
-	c->bell = (uint64_t)bell;
-	int rc = shim_thread_start(bell_main, c, 64 * 1024);
-	if (rc != 0) {
-		struct uffdio_range r = {(uint64_t)bell, UM_PAGE_SIZE};
-		kcall(fd, UFFDIO_UNREGISTER, &r);
-		RAW2(SYS_munmap, bell, UM_PAGE_SIZE);
-		c->used = 0;
-		return NULL;
-	}
-	if (fresh)
-		nclients++;
-	return c;
-}
-
-static bool inbox_push(struct client *c, const struct uffd_msg *m)
-{
-	if (c->tail - c->head == INBOX)
-		return false;
-	c->inbox[c->tail++ % INBOX] = *m;
-	return true;
-}
-
 /* Is [s, e) one of the shim's doorbell pages (dirty tracking skips them)? */
 bool shim_nest_is_bell(uint64_t s, uint64_t e)
 {
-	for (uint32_t i = 0; i < nclients; i++)
-		if (__atomic_load_n(&clients[i].used, __ATOMIC_ACQUIRE) && clients[i].bell >= s &&
-		    clients[i].bell < e)
+	for (uint32_t i = 0; i < nest_nclients; i++)
+		if (__atomic_load_n(&nest_clients[i].used, __ATOMIC_ACQUIRE) &&
+		    nest_clients[i].bell >= s &&
+		    nest_clients[i].bell < e)
 			return true;
 	return false;
 }
@@ -244,19 +119,19 @@ static struct um_uffd *owner_at(uint64_t addr, uint32_t self, uint64_t *end)
 
 static bool span_add(uint64_t s, uint64_t e, uint32_t carrier, uint64_t kmodes)
 {
-	for (uint32_t i = 0; i < nspans; i++)
-		if (spans[i].start == s && spans[i].end == e) {
-			spans[i].kmodes |= kmodes;
+	for (uint32_t i = 0; i < nest_nspans; i++)
+		if (nest_spans[i].start == s && nest_spans[i].end == e) {
+			nest_spans[i].kmodes |= kmodes;
 			return true;
 		}
-	if (nspans == MAX_SPANS)
+	if (nest_nspans == MAX_SPANS)
 		return false;
-	uint32_t j = nspans++;
-	while (j > 0 && spans[j - 1].start > s) {
-		spans[j] = spans[j - 1];
+	uint32_t j = nest_nspans++;
+	while (j > 0 && nest_spans[j - 1].start > s) {
+		nest_spans[j] = nest_spans[j - 1];
 		j--;
 	}
-	spans[j] = (struct span){s, e, carrier, kmodes, 0};
+	nest_spans[j] = (struct span){s, e, carrier, kmodes, 0};
 	return true;
 }
 
@@ -305,7 +180,7 @@ int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint
 		return -EBUSY;
 	}
 	uint32_t self = me->id;
-	struct client *cme = client_get(me, fd);
+	struct client *cme = nest_client_get(me, fd);
 	int rc = cme ? 0 : -EBUSY;
 	for (uint64_t a = start; rc == 0 && a < end;) {
 		uint64_t oend = end;
@@ -316,7 +191,7 @@ int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint
 			while (b < end && !owner_at(b, self, &tmp))
 				b += UM_PAGE_SIZE;
 			struct uffdio_register reg = {.range = {a, b - a}, .mode = mode};
-			rc = (int)kcall(fd, UFFDIO_REGISTER, &reg);
+			rc = (int)nest_kcall(fd, UFFDIO_REGISTER, &reg);
 			a = b;
 			continue;
 		}
@@ -328,7 +203,7 @@ int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint
 			const struct um_range *orr = um_range_find(o, a);
 			kmodes = orr ? orr->modes : 0;
 		}
-		if (ofd < 0 || !client_get(o, ofd)) {
+		if (ofd < 0 || !nest_client_get(o, ofd)) {
 			rc = -EBUSY;
 			break;
 		}
@@ -340,20 +215,20 @@ int shim_nest_register(int fd, uint64_t start, uint64_t len, uint64_t mode, uint
 			 * registration changes nothing it could observe. */
 			struct uffdio_range ur = {a, b - a};
 			struct uffdio_register reg = {.range = {a, b - a}, .mode = kmodes | mode};
-			if (kcall(ofd, UFFDIO_UNREGISTER, &ur) == 0) {
-				if (kcall(fd, UFFDIO_REGISTER, &reg) == 0) {
+			if (nest_kcall(ofd, UFFDIO_UNREGISTER, &ur) == 0) {
+				if (nest_kcall(fd, UFFDIO_REGISTER, &reg) == 0) {
 					if (!span_add(a, b, self, kmodes | mode))
 						rc = -EBUSY;
 					a = b;
 					continue;
 				}
 				reg.mode = kmodes; /* put the owner back */
-				kcall(ofd, UFFDIO_REGISTER, &reg);
+				nest_kcall(ofd, UFFDIO_REGISTER, &reg);
 			}
 		}
 		if ((kmodes | mode) != kmodes) { /* widen the carrier's registration */
 			struct uffdio_register reg = {.range = {a, b - a}, .mode = kmodes | mode};
-			rc = (int)kcall(ofd, UFFDIO_REGISTER, &reg);
+			rc = (int)nest_kcall(ofd, UFFDIO_REGISTER, &reg);
 			if (rc < 0)
 				break;
 		}
@@ -387,7 +262,7 @@ int shim_nest_augment_locked(uint32_t id, int fd, uint64_t s, uint64_t e)
 	if (sp)
 		return -EBUSY; /* nested already: left to the nesting rules */
 	struct uffdio_register reg = {.range = {s, e - s}, .mode = kmodes};
-	long rc = kcall(fd, UFFDIO_REGISTER, &reg);
+	long rc = nest_kcall(fd, UFFDIO_REGISTER, &reg);
 	if (rc < 0)
 		return (int)rc;
 	if (!span_add(s, e, id, kmodes))
@@ -407,8 +282,8 @@ bool shim_nest_aug_lacks_wp(int fd, uint64_t s, uint64_t len)
 	bool lacks = false;
 	shim_lock();
 	struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
-	for (uint32_t i = 0; u && i < nspans && !lacks; i++) {
-		struct span *sp = &spans[i];
+	for (uint32_t i = 0; u && i < nest_nspans && !lacks; i++) {
+		struct span *sp = &nest_spans[i];
 		if (!sp->augmented || sp->end <= s || sp->start >= s + len)
 			continue;
 		uint64_t a = sp->start > s ? sp->start : s;
@@ -442,8 +317,8 @@ static void events_to_clients(const struct uffd_msg *m, uint64_t s, uint64_t e, 
 			      bool carrier_has_it)
 {
 	uint64_t feat = event_feature(m->event);
-	for (uint32_t i = 0; feat && i < nspans; i++) {
-		struct span *sp = &spans[i];
+	for (uint32_t i = 0; feat && i < nest_nspans; i++) {
+		struct span *sp = &nest_spans[i];
 		if (sp->end <= s || sp->start >= e)
 			continue;
 		struct um_uffd *car = um_uffd_by_id(&G.model, sp->carrier_id);
@@ -456,14 +331,14 @@ static void events_to_clients(const struct uffd_msg *m, uint64_t s, uint64_t e, 
 			if (u->id == skip || u->id == sp->carrier_id || !u->nfds ||
 			    !(u->features_requested & feat) || !um_range_find(u, a))
 				continue;
-			struct client *c = client_get(u, u->fds[0]);
+			struct client *c = nest_client_get(u, u->fds[0]);
 			struct uffd_msg copy = *m;
 			if (m->event != UFFD_EVENT_REMAP) {
 				copy.arg.remove.start = a;
 				copy.arg.remove.end = b;
 			}
-			if (c && inbox_push(c, &copy))
-				ring(c);
+			if (c && nest_inbox_push(c, &copy))
+				nest_ring(c);
 		}
 	}
 }
@@ -523,16 +398,16 @@ static void resolve_unwanted(int fd, uint64_t page, uint64_t flags)
 		/* Only dirty tracking protected it: note the write for it. */
 		shim_track_mark_locked(page, UM_PAGE_SIZE);
 		struct uffdio_writeprotect w = {{page, UM_PAGE_SIZE}, 0};
-		kcall(fd, UFFDIO_WRITEPROTECT, &w);
+		nest_kcall(fd, UFFDIO_WRITEPROTECT, &w);
 	} else if (flags & UFFD_PAGEFAULT_FLAG_MINOR) {
 		shim_log("nest: MINOR fault nobody wants: CONTINUE");
 		struct uffdio_continue c = {.range = {page, UM_PAGE_SIZE}};
-		kcall(fd, UFFDIO_CONTINUE, &c);
+		nest_kcall(fd, UFFDIO_CONTINUE, &c);
 	} else {
 		shim_log("nest: MISSING fault nobody wants: ZEROPAGE");
 		struct uffdio_zeropage z = {.range = {page, UM_PAGE_SIZE}};
-		if (kcall(fd, UFFDIO_ZEROPAGE, &z) < 0)
-			kwake(fd, page, page + UM_PAGE_SIZE);
+		if (nest_kcall(fd, UFFDIO_ZEROPAGE, &z) < 0)
+			nest_kwake(fd, page, page + UM_PAGE_SIZE);
 	}
 }
 
@@ -545,8 +420,11 @@ ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap)
 	size_t count = (size_t)n / sizeof(*msgs), room = cap / sizeof(*msgs), kept = 0;
 	struct uffd_msg extra[INBOX];
 	size_t nextra = 0;
+	int kicks[INBOX];
+	size_t nkicks = 0;
+	struct client *quiet = nest_quiet_client();
 	shim_lock();
-	struct client *me = client_by_fd(fd);
+	struct client *me = nest_client_by_fd(fd);
 	for (size_t i = 0; i < count; i++) {
 		struct uffd_msg m;
 		memcpy(&m, &msgs[i], sizeof(m));
@@ -570,9 +448,9 @@ ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap)
 		if (me && page == me->bell) {
 			/* Our doorbell: what waits in the inbox takes its place. */
 			struct uffdio_zeropage z = {.range = {page, UM_PAGE_SIZE}};
-			kcall(fd, UFFDIO_ZEROPAGE, &z);
+			nest_kcall(fd, UFFDIO_ZEROPAGE, &z);
 			while (me->head != me->tail && nextra < INBOX)
-				extra[nextra++] = me->inbox[me->head++ % INBOX];
+				extra[nextra++] = nest_inbox_pop(me);
 			continue;
 		}
 		struct span *s = span_at(page);
@@ -586,26 +464,31 @@ ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap)
 			msgs[kept++] = m;
 			continue;
 		}
-		struct client *dst = to ? client_of(to) : NULL;
-		if (dst && inbox_push(dst, &m)) {
-			ring(dst);
+		struct client *dst = to ? nest_client_of(to) : NULL;
+		if (dst && nest_inbox_push(dst, &m)) {
+			/* Kicked after unlocking: the reader would wake into
+			 * the lock we hold. */
+			int k = dst == quiet ? -1 : nest_ring_later(dst);
+			if (k >= 0 && nkicks < INBOX)
+				kicks[nkicks++] = k;
 			continue;
 		}
 		resolve_unwanted(fd, page, m.arg.pagefault.flags);
 	}
 	if (me && me->head != me->tail)
-		ring(me); /* more than fit: ring again */
+		nest_ring(me); /* more than fit: ring again */
 	shim_unlock();
+	for (size_t k = 0; k < nkicks; k++)
+		if (k == 0 || kicks[k] != kicks[k - 1])
+			nest_kick(kicks[k]);
 	for (size_t k = 0; k < nextra; k++) {
 		if (kept < room) {
 			msgs[kept++] = extra[k];
 		} else { /* no room in the caller's buffer: back to the inbox */
 			shim_lock();
-			if (me && me->head > 0) {
-				me->head--;
-				me->inbox[me->head % INBOX] = extra[k];
-			}
-			ring(me);
+			if (me && me->head > 0)
+				nest_inbox_unpop(me, &extra[k]);
+			nest_ring(me);
 			shim_unlock();
 		}
 	}
@@ -621,23 +504,23 @@ void shim_nest_deliver(int fd, const void *buf, ssize_t n)
 	size_t count = (size_t)n / sizeof(*msgs);
 	shim_lock();
 	struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
-	struct client *c = u ? client_get(u, fd) : NULL;
+	struct client *c = u ? nest_client_get(u, fd) : NULL;
 	if (c)
 		__atomic_store_n(&shim_nest_on, 1, __ATOMIC_RELEASE);
 	for (size_t i = 0; i < count; i++) {
-		if (c && inbox_push(c, &msgs[i]))
+		if (c && nest_inbox_push(c, &msgs[i]))
 			continue;
 		if (msgs[i].event == UFFD_EVENT_PAGEFAULT) {
 			uint64_t page = msgs[i].arg.pagefault.address & ~(UM_PAGE_SIZE - 1);
 			shim_log("nest: could not queue a fault: woken to fault again");
-			kwake(fd, page, page + UM_PAGE_SIZE);
+			nest_kwake(fd, page, page + UM_PAGE_SIZE);
 		} else {
 			shim_log("nest: an event could not be handed to the app");
 		}
 	}
-	if (c)
-		ring(c);
+	int kick = c ? nest_ring_later(c) : -1;
 	shim_unlock();
+	nest_kick(kick);
 }
 
 /* ---- the other calls of a client on nested memory ---- */
@@ -645,8 +528,8 @@ bool shim_nest_touches_locked(uint64_t start, uint64_t len)
 {
 	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
 		return false;
-	for (uint32_t i = 0; i < nspans; i++)
-		if (spans[i].start < start + len && start < spans[i].end)
+	for (uint32_t i = 0; i < nest_nspans; i++)
+		if (nest_spans[i].start < start + len && start < nest_spans[i].end)
 			return true;
 	return false;
 }
@@ -678,17 +561,30 @@ static void wake_carriers(int fd, uint64_t start, uint64_t len, bool also_own)
 	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE) || !len)
 		return;
 	uint64_t s0 = start & ~(UM_PAGE_SIZE - 1), e0 = start + len;
+	struct {
+		int fd;
+		uint64_t s, e;
+	} w[8];
+	uint32_t nw = 0;
 	shim_lock();
 	struct um_uffd *me = um_uffd_by_fd(&G.model, fd);
-	for (uint32_t i = 0; i < nspans; i++) {
-		struct span *s = &spans[i];
+	for (uint32_t i = 0; i < nest_nspans; i++) {
+		struct span *s = &nest_spans[i];
 		if (s->end <= s0 || s->start >= e0 || (!also_own && me && s->carrier_id == me->id))
 			continue;
 		int cfd = fd_of(s->carrier_id);
-		if (cfd >= 0)
-			kwake(cfd, s->start > s0 ? s->start : s0, s->end < e0 ? s->end : e0);
+		uint64_t a = s->start > s0 ? s->start : s0, b = s->end < e0 ? s->end : e0;
+		if (cfd >= 0 && nw < 8)
+			w[nw++] = (typeof(w[0])){cfd, a, b};
+		else if (cfd >= 0)
+			nest_kwake(cfd, a, b);
 	}
 	shim_unlock();
+	/* Woken after unlocking: the sleeper may run at once and need the
+	 * lock.  (A carrier closed meanwhile makes it a stray UFFDIO_WAKE on
+	 * whatever has that number now: ENOTTY, or a spurious wake-up.) */
+	for (uint32_t i = 0; i < nw; i++)
+		nest_kwake(w[i].fd, w[i].s, w[i].e);
 }
 
 /* Does a client other than self hold page p protected?  Locked. */
@@ -718,7 +614,7 @@ long shim_nest_unprotect(int fd, uint64_t start, uint64_t len, uint64_t mode)
 			b += UM_PAGE_SIZE;
 		if (b > a) {
 			struct uffdio_writeprotect w = {{a, b - a}, mode};
-			rc = kcall(fd, UFFDIO_WRITEPROTECT, &w);
+			rc = nest_kcall(fd, UFFDIO_WRITEPROTECT, &w);
 		}
 		while (b < end && held_by_other(self, b))
 			b += UM_PAGE_SIZE;
@@ -744,7 +640,7 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
 			b += UM_PAGE_SIZE;
 		if (!s) { /* our own registration, or none: the kernel's answer */
 			struct uffdio_range r = {a, b - a};
-			rc = kcall(fd, UFFDIO_UNREGISTER, &r);
+			rc = nest_kcall(fd, UFFDIO_UNREGISTER, &r);
 		} else if (s->carrier_id != self) {
 			/* Virtual: pages only we held go writable; our waiters
 			 * fault again for the next client. */
@@ -752,11 +648,11 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
 				if (me && um_wp_test(&me->wp, p) && !held_by_other(self, p)) {
 					struct uffdio_writeprotect w = {{p, UM_PAGE_SIZE},
 									UFFDIO_WRITEPROTECT_MODE_DONTWAKE};
-					kcall(fd, UFFDIO_WRITEPROTECT, &w);
+					nest_kcall(fd, UFFDIO_WRITEPROTECT, &w);
 				}
 			int cfd = fd_of(s->carrier_id);
 			if (cfd >= 0)
-				kwake(cfd, a, b);
+				nest_kwake(cfd, a, b);
 		} else {
 			/* We carry it for others: hand the kernel registration to
 			 * the next client (a short window without one). */
@@ -771,17 +667,17 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
 				}
 			}
 			struct uffdio_range r = {a, b - a};
-			rc = kcall(fd, UFFDIO_UNREGISTER, &r);
+			rc = nest_kcall(fd, UFFDIO_UNREGISTER, &r);
 			int nfd = fd_of(next);
 			if (rc == 0 && nfd >= 0) {
 				struct uffdio_register reg = {.range = {a, b - a}, .mode = nmodes};
-				kcall(nfd, UFFDIO_REGISTER, &reg);
+				nest_kcall(nfd, UFFDIO_REGISTER, &reg);
 				struct um_uffd *nu = um_uffd_by_id(&G.model, next);
 				for (uint64_t p = a; nu && p < b; p += UM_PAGE_SIZE)
 					if (um_wp_test(&nu->wp, p)) {
 						struct uffdio_writeprotect w = {{p, UM_PAGE_SIZE},
 										UFFDIO_WRITEPROTECT_MODE_WP};
-						kcall(nfd, UFFDIO_WRITEPROTECT, &w);
+						nest_kcall(nfd, UFFDIO_WRITEPROTECT, &w);
 					}
 				s->carrier_id = next;
 				s->kmodes = nmodes;
@@ -798,13 +694,13 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
  * registration, with its own protections.  Locked. */
 void shim_nest_carrier_gone_locked(uint32_t id)
 {
-	for (uint32_t i = 0; i < nclients; i++) /* its doorbell goes */
-		if (clients[i].used && !clients[i].dead && clients[i].id == id) {
-			__atomic_store_n(&clients[i].dead, 1, __ATOMIC_RELEASE);
-			ring(&clients[i]);
+	for (uint32_t i = 0; i < nest_nclients; i++) /* its doorbell goes */
+		if (nest_clients[i].used && !nest_clients[i].dead && nest_clients[i].id == id) {
+			__atomic_store_n(&nest_clients[i].dead, 1, __ATOMIC_RELEASE);
+			nest_ring(&nest_clients[i]);
 		}
-	for (uint32_t i = 0; i < nspans; i++) {
-		struct span *s = &spans[i];
+	for (uint32_t i = 0; i < nest_nspans; i++) {
+		struct span *s = &nest_spans[i];
 		if (s->carrier_id != id)
 			continue;
 		for (uint32_t k = 0; k < G.model.nuffds; k++) {
@@ -814,12 +710,12 @@ void shim_nest_carrier_gone_locked(uint32_t id)
 				continue;
 			struct uffdio_register reg = {.range = {s->start, s->end - s->start},
 						      .mode = r->modes};
-			if (kcall(u->fds[0], UFFDIO_REGISTER, &reg) == 0)
+			if (nest_kcall(u->fds[0], UFFDIO_REGISTER, &reg) == 0)
 				for (uint64_t p = s->start; p < s->end; p += UM_PAGE_SIZE)
 					if (um_wp_test(&u->wp, p)) {
 						struct uffdio_writeprotect w = {{p, UM_PAGE_SIZE},
 										UFFDIO_WRITEPROTECT_MODE_WP};
-						kcall(u->fds[0], UFFDIO_WRITEPROTECT, &w);
+						nest_kcall(u->fds[0], UFFDIO_WRITEPROTECT, &w);
 					}
 			s->carrier_id = u->id;
 			s->kmodes = r->modes;
@@ -833,38 +729,42 @@ void shim_nest_carrier_gone_locked(uint32_t id)
 void shim_nest_prune_locked(void)
 {
 	uint32_t w = 0;
-	for (uint32_t i = 0; i < nspans; i++) {
+	for (uint32_t i = 0; i < nest_nspans; i++) {
 		uint32_t n = 0;
 		for (uint32_t k = 0; k < G.model.nuffds; k++)
-			n += um_range_find(G.model.uffds[k], spans[i].start) != NULL;
-		struct um_uffd *car = um_uffd_by_id(&G.model, spans[i].carrier_id);
+			n += um_range_find(G.model.uffds[k], nest_spans[i].start) != NULL;
+		struct um_uffd *car = um_uffd_by_id(&G.model, nest_spans[i].carrier_id);
 		bool carrier_alive = car != NULL;
-		bool aug_alive = spans[i].augmented && car && um_range_find(car, spans[i].start);
+		bool aug_alive = nest_spans[i].augmented && car && um_range_find(car, nest_spans[i].start);
 		if ((n >= 2 && carrier_alive) || aug_alive)
-			spans[w++] = spans[i];
+			nest_spans[w++] = nest_spans[i];
 	}
-	nspans = w;
+	nest_nspans = w;
 	int naug = 0;
-	for (uint32_t i = 0; i < nspans; i++)
-		naug += spans[i].augmented;
+	for (uint32_t i = 0; i < nest_nspans; i++)
+		naug += nest_spans[i].augmented;
 	__atomic_store_n(&shim_nest_naug, naug, __ATOMIC_RELEASE);
 }
 
 /* Spans for status --verify: fills up to cap (start, end, kmodes), returns
  * the count; and the doorbell pages. Locked by the caller. */
 uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells,
-				uint32_t *nbells)
+				uint32_t *nbells, uint64_t *forced, uint32_t *nforced)
 {
 	uint32_t n = 0;
-	for (uint32_t i = 0; i < nspans && n < cap; i++, n++) {
-		out[n][0] = spans[i].start;
-		out[n][1] = spans[i].end;
-		out[n][2] = spans[i].kmodes;
+	for (uint32_t i = 0; i < nest_nspans && n < cap; i++, n++) {
+		out[n][0] = nest_spans[i].start;
+		out[n][1] = nest_spans[i].end;
+		out[n][2] = nest_spans[i].kmodes;
 	}
 	*nbells = 0;
-	for (uint32_t i = 0; i < nclients && *nbells < MAX_CLIENTS; i++)
-		if (clients[i].used && !clients[i].dead)
-			bells[(*nbells)++] = clients[i].bell;
+	for (uint32_t i = 0; i < nest_nclients && *nbells < MAX_CLIENTS; i++)
+		if (nest_clients[i].used && !nest_clients[i].dead)
+			bells[(*nbells)++] = nest_clients[i].bell;
+	*nforced = 0;
+	for (uint32_t i = 0; i < nest_nclients && *nforced < MAX_CLIENTS; i++)
+		if (nest_clients[i].used && !nest_clients[i].dead && nest_clients[i].forced)
+			forced[(*nforced)++] = nest_clients[i].id;
 	return n;
 }
 
@@ -872,7 +772,8 @@ void shim_nest_after_fork_child(void)
 {
 	/* The bell threads did not survive; the child's mappings lost the
 	 * registrations of uffds without EVENT_FORK.  Nesting starts afresh. */
-	nspans = nclients = 0;
+	nest_clients_after_fork_child();
+	nest_nspans = 0;
 	shim_nest_on = 0;
 	shim_nest_naug = 0;
 }

@@ -149,8 +149,10 @@ static long fdflag_ioctl(int fd, unsigned long req, void *arg)
 	int err = errno;
 	if (shim_model_enter()) {
 		struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
-		if (u && req == FIONBIO)
+		if (u && req == FIONBIO) {
 			u->file_flags = on ? O_NONBLOCK : 0;
+			shim_nest_reforce_locked(fd);
+		}
 		else if (u)
 			um_fd_set_cloexec(u, fd, req == FIOCLEX);
 		shim_unlock();

@@ -2,6 +2,7 @@
  * (syscall, open*), ioctl, read, close, dup*, fcntl.  Each falls through to
  * the real function at the cost of one table load unless the fd is a uffd. */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <string.h>
@@ -216,26 +217,71 @@ void shim_close_uffd_internal(int fd)
 	shim_gate_leave();
 }
 
+/* One read of fd for the app: what nesting queued for it (docs/design.md
+ * "Nesting"), else the kernel's messages, routed and filtered.  *raw: what
+ * the source gave (< 0: error, errno set). */
+static ssize_t read_once(int fd, void *buf, size_t n, size_t buflen, bool chk, ssize_t *raw)
+{
+	ssize_t kept = shim_nest_take(fd, buf, n);
+	if (kept > 0) {
+		*raw = kept;
+	} else {
+		ssize_t r = chk ? real.read_chk(fd, buf, n, buflen) : real.read(fd, buf, n);
+		*raw = r;
+		kept = r > 0 ? shim_nest_filter(fd, buf, r, n) : r;
+	}
+	kept = kept > 0 ? shim_track_filter(fd, buf, kept) : kept;
+	after_read(fd, buf, kept);
+	return kept;
+}
+
+/* The uffd this thread last waited for in shim_nest_park(): its next read
+ * waits there first, without a read() that would only say EAGAIN. */
+static __thread int tls_park_fd __attribute__((tls_model("initial-exec"))) = -1;
+
+/* Wait in shim_nest_park() for fd's next message.  false: the read is
+ * interrupted (errno EINTR). */
+static bool park(int fd)
+{
+	tls_park_fd = fd;
+	int p = shim_nest_park(fd);
+	if (p > 0) /* the file is blocking again: the kernel's read() waits */
+		tls_park_fd = -1;
+	return p >= 0;
+}
+
 static ssize_t read_uffd(int fd, void *buf, size_t n, size_t buflen, bool chk)
 {
 	bool gated = uffd_nonblocking(fd);
+	if (!gated && tls_park_fd == fd && !park(fd))
+		return -1;
 	for (;;) {
 		if (gated)
 			shim_gate_enter();
-		ssize_t r = chk ? real.read_chk(fd, buf, n, buflen) : real.read(fd, buf, n);
-		ssize_t kept = r > 0 ? shim_nest_filter(fd, buf, r, n) : r;
-		kept = kept > 0 ? shim_track_filter(fd, buf, kept) : kept;
-		after_read(fd, buf, kept);
+		ssize_t raw, kept = read_once(fd, buf, n, buflen, chk, &raw);
+		int err = errno;
 		if (gated)
 			shim_gate_leave();
-		if (kept != 0 || r <= 0)
+		if (raw < 0 && err == EAGAIN && !gated) {
+			/* The app's view is blocking but the file is not:
+			 * nesting made it non-blocking so that a read waits
+			 * for the kernel and for the inbox at once. */
+			if (!park(fd))
+				return -1;
+			continue;
+		}
+		errno = err;
+		if (kept != 0 || raw <= 0)
 			return kept;
-		/* Every message was a WP fault of dirty tracking: the app saw
-		 * nothing.  A blocking read waits for the next one. */
+		/* Every message was routed elsewhere (nesting) or was a WP
+		 * fault of dirty tracking: the app saw nothing.  A blocking
+		 * read waits for the next one. */
 		if (gated) {
 			errno = EAGAIN;
 			return -1;
 		}
+		if (tls_park_fd == fd && !park(fd))
+			return -1;
 	}
 }
 
@@ -276,22 +322,33 @@ ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 ssize_t readv(int fd, const struct iovec *iov, int iovcnt)
 {
 	ENSURE_INIT();
-	if (likely(shim_fd_kind(fd) == FD_NONE))
+	int kind = shim_fd_kind(fd);
+	if (likely(kind == FD_NONE))
 		return real.readv(fd, iov, iovcnt);
-	ssize_t r = real.readv(fd, iov, iovcnt);
-	if (r < (ssize_t)sizeof(struct uffd_msg) || shim_fd_kind(fd) != FD_UFFD)
-		return r;
-	/* Gather the messages (they may straddle iovecs). */
+	if (kind < 0)
+		kind = shim_fd_kind_slow(fd);
+	if (kind != FD_UFFD || iovcnt < 0)
+		return real.readv(fd, iov, iovcnt);
+	/* Messages through read()'s path (routing, filtering, the model), then
+	 * scattered over the iovecs. */
 	struct uffd_msg msgs[32];
-	size_t want = (size_t)r < sizeof(msgs) ? (size_t)r : sizeof(msgs), got = 0;
-	for (int i = 0; i < iovcnt && got < want; i++) {
-		size_t n = iov[i].iov_len < want - got ? iov[i].iov_len : want - got;
-		memcpy((char *)msgs + got, iov[i].iov_base, n);
-		got += n;
+	size_t want = 0;
+	for (int i = 0; i < iovcnt && want < sizeof(msgs); i++)
+		want += iov[i].iov_len;
+	if (want > sizeof(msgs))
+		want = sizeof(msgs);
+	if (want < sizeof(struct uffd_msg)) /* the kernel's answer (EINVAL) */
+		return real.readv(fd, iov, iovcnt);
+	ssize_t r = read_uffd(fd, msgs, want, 0, false);
+	if (r <= 0)
+		return r;
+	/* Scattered by the kernel (a bad iov_base is EFAULT, as for readv). */
+	struct iovec local = {msgs, (size_t)r};
+	if (RAW6(SYS_process_vm_writev, RAW0(SYS_getpid), &local, 1, iov,
+		 iovcnt < IOV_MAX ? iovcnt : IOV_MAX, 0) != r) {
+		errno = EFAULT;
+		return -1;
 	}
-	int err = errno;
-	shim_note_msgs(fd, msgs, (ssize_t)got);
-	errno = err;
 	return r;
 }
 
@@ -473,8 +530,14 @@ static int fcntl_common(int (*fn)(int, int, ...), int fd, int cmd, void *arg)
 			um_fd_set_cloexec(u, fd, v & FD_CLOEXEC);
 		break;
 	case F_SETFL:
-		if (u)
+		if (u) {
 			u->file_flags = (uint32_t)(v & O_NONBLOCK);
+			shim_nest_reforce_locked(fd);
+		}
+		break;
+	case F_GETFL: /* the app's view, where nesting made the file non-blocking */
+		if (u && !(u->file_flags & O_NONBLOCK))
+			r &= ~O_NONBLOCK;
 		break;
 	}
 	shim_unlock();

@@ -234,6 +234,44 @@ int execvp(const char *file, char *const argv[])
 	return execvpe(file, argv, environ);
 }
 
+/* The list forms: gather the arguments on the stack (as glibc does). */
+#define LIST_ARGS(arg0, ap, argv)                                       \
+	size_t n_ = 1;                                                  \
+	va_start(ap, arg0);                                             \
+	while (va_arg(ap, const char *))                                \
+		n_++;                                                   \
+	va_end(ap);                                                     \
+	char **argv = alloca((n_ + 1) * sizeof(char *));               \
+	argv[0] = (char *)(arg0);                                       \
+	va_start(ap, arg0);                                             \
+	for (size_t i_ = 1; i_ <= n_; i_++)                             \
+		argv[i_] = va_arg(ap, char *)
+
+int execl(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	LIST_ARGS(arg, ap, argv);
+	va_end(ap);
+	return execve(path, argv, environ);
+}
+
+int execlp(const char *file, const char *arg, ...)
+{
+	va_list ap;
+	LIST_ARGS(arg, ap, argv);
+	va_end(ap);
+	return execvpe(file, argv, environ);
+}
+
+int execle(const char *path, const char *arg, ...)
+{
+	va_list ap;
+	LIST_ARGS(arg, ap, argv);
+	char *const *envp = va_arg(ap, char *const *);
+	va_end(ap);
+	return execve(path, argv, envp);
+}
+
 int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
 		const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {

@@ -1,0 +1,97 @@
+/* shim_nest_int.h - state shared by the two halves of nesting:
+ *   shim_nest.c       registrations, spans, routing of messages, events;
+ *   shim_nest_wake.c  how a client's readers hear of routed messages
+ *                     (inboxes, eventfd kicks, doorbells, parked readers).
+ * Everything here is under the model lock unless said otherwise. */
+#ifndef SHIM_NEST_INT_H
+#define SHIM_NEST_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+
+#include "shim.h"
+#include "shim_raw.h"
+#include "uffd_compat.h"
+
+#define MAX_SPANS 256
+#define MAX_CLIENTS 16
+#define INBOX 64
+#define MAX_DELEGATED 4
+enum { RING_NOW = 1, RING_LATER = 2 };
+
+/* Memory several clients registered: one kernel registration (the carrier's,
+ * with the union of the modes) serves them all. */
+struct span {
+	uint64_t start, end;
+	uint32_t carrier_id;
+	uint64_t kmodes;        /* modes of the kernel registration (a superset) */
+	int augmented;          /* WP added for dirty tracking, one client */
+};
+
+/* A uffd that shares memory with others, or that gets messages the shim
+ * read for it: an inbox, and ways to wake its readers. */
+struct client {
+	int used;               /* slot taken (until its bell thread ends) */
+	int dead;               /* its uffd is gone: the bell thread ends */
+	uint32_t id;            /* model uffd id */
+	int fd;
+	uint64_t bell;          /* doorbell page */
+	int ring;               /* futex: RING_NOW / RING_LATER: the bell
+				 * thread should ring (now / if still needed) */
+	int busy;               /* the bell is being rung */
+	struct uffd_msg inbox[INBOX];
+	uint32_t head, tail;    /* messages head..tail-1 wait */
+	/* Readers parked in our read() (shim_nest_park).  efd and epfd are the
+	 * slot's for good (never closed while the process lives, so a kick
+	 * written after unlocking never hits a reused fd number). */
+	int efd;                /* eventfd: kicks parked readers */
+	int parked;             /* readers parked (atomic) */
+	int forced;             /* we set O_NONBLOCK on its file; the app's view
+				 * stays blocking and our read() emulates it */
+	int force_tried;
+	int epfd;               /* parked readers wait here: efd, the carriers'
+				 * fds it delegates, its own fd last */
+	int ep_own;             /* own fd is in the set */
+	int reorder;            /* re-add own fd behind a delegate's entry */
+	int ndel;
+	int del_fds[MAX_DELEGATED];
+};
+
+extern struct span nest_spans[MAX_SPANS] SHIM_HIDDEN;
+extern uint32_t nest_nspans SHIM_HIDDEN;
+extern struct client nest_clients[MAX_CLIENTS] SHIM_HIDDEN;
+extern uint32_t nest_nclients SHIM_HIDDEN;
+
+static inline long nest_kcall(int fd, unsigned long req, void *arg)
+{
+	return RAW3(SYS_ioctl, fd, req, arg);
+}
+
+static inline void nest_kwake(int fd, uint64_t s, uint64_t e)
+{
+	struct uffdio_range r = {s, e - s};
+	nest_kcall(fd, UFFDIO_WAKE, &r);
+}
+
+/* lookups (shim_nest.c) */
+struct client *nest_client_of(uint32_t id) SHIM_HIDDEN;
+struct client *nest_client_by_fd(int fd) SHIM_HIDDEN;
+
+/* shim_nest_wake.c */
+struct client *nest_client_get(struct um_uffd *u, int fd) SHIM_HIDDEN;
+bool nest_inbox_push(struct client *c, const struct uffd_msg *m) SHIM_HIDDEN;
+struct uffd_msg nest_inbox_pop(struct client *c) SHIM_HIDDEN;
+void nest_inbox_unpop(struct client *c, const struct uffd_msg *m) SHIM_HIDDEN;
+/* Wake a reader of c: returns an eventfd to kick once the caller unlocked
+ * (nest_kick), or -1 when it did what was needed. */
+int nest_ring_later(struct client *c) SHIM_HIDDEN;
+void nest_kick(int efd) SHIM_HIDDEN;
+void nest_ring(struct client *c) SHIM_HIDDEN;
+/* The client whose reader is reading a carrier's fd for it (this thread):
+ * messages routed to it need no ring. */
+struct client *nest_quiet_client(void) SHIM_HIDDEN;
+void nest_clients_after_fork_child(void) SHIM_HIDDEN;
+
+#endif
