@@ -202,6 +202,10 @@ void shim_track_mark_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
 /* Before the app registers [start, start+len) (order lock held). */
 void shim_track_yield(uint64_t start, uint64_t len) SHIM_HIDDEN;
 bool shim_track_active(void) SHIM_HIDDEN;
+/* Around an app's call that dirty tracking marks afterwards (a cut never
+ * falls between the kernel call and the mark). */
+void shim_track_op_begin(void) SHIM_HIDDEN;
+void shim_track_op_end(void) SHIM_HIDDEN;
 /* Remove our WP faults from what read() returned; returns the new length. */
 ssize_t shim_track_filter(int fd, void *buf, ssize_t n) SHIM_HIDDEN;
 
@@ -222,8 +226,11 @@ void shim_nest_after_resolve(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
 ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap) SHIM_HIDDEN;
 void shim_nest_prune_locked(void) SHIM_HIDDEN;
 /* The app's munmap/mremap/madvise on nested memory: events for the clients
- * that asked, where the kernel makes none for them.  Locked. */
-void shim_nest_mem_event_locked(uint8_t ev, uint64_t s, uint64_t len, uint64_t to) SHIM_HIDDEN;
+ * that asked, where the kernel makes none for them.  Locked.  Returns the
+ * clients to wait for (shim_nest_event_wait, after unlocking). */
+uint32_t shim_nest_mem_event_locked(uint8_t ev, uint64_t s, uint64_t len, uint64_t to)
+	SHIM_HIDDEN;
+void shim_nest_event_wait(uint32_t mask) SHIM_HIDDEN;
 bool shim_nest_is_bell(uint64_t s, uint64_t e) SHIM_HIDDEN;
 /* Dirty tracking: add WP to uffd id's MISSING-only registration [s, e). */
 int shim_nest_augment_locked(uint32_t id, int fd, uint64_t s, uint64_t e) SHIM_HIDDEN;
@@ -237,6 +244,12 @@ int shim_nest_park(int fd) SHIM_HIDDEN;
 void shim_nest_reforce_locked(int fd) SHIM_HIDDEN;
 void shim_nest_before_exec_locked(void) SHIM_HIDDEN;
 void shim_nest_carrier_gone_locked(uint32_t id) SHIM_HIDDEN;
+void shim_nest_forked_locked(struct um_uffd *forked) SHIM_HIDDEN;
+/* fork(): how many FORK events of nesting clients the child must wait for
+ * (before fork), and the child's wait (after). */
+int shim_nest_fork_prepare(void) SHIM_HIDDEN;
+void shim_nest_fork_child_wait(int expect) SHIM_HIDDEN;
+void shim_nest_fork_parent_wait(void) SHIM_HIDDEN;
 uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells, uint32_t *nbells,
 				uint64_t *forced, uint32_t *nforced) SHIM_HIDDEN;
 void shim_nest_after_fork_child(void) SHIM_HIDDEN;

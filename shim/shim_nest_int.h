@@ -20,6 +20,9 @@
 #define INBOX 64
 #define MAX_DELEGATED 4
 enum { RING_NOW = 1, RING_LATER = 2 };
+/* uffd_msg.reserved3 of an event the shim made: its caller waits until the
+ * app reads it (cleared before the app sees the message). */
+#define NEST_EV_HOLD 0x484f4c44u
 
 /* Memory several clients registered: one kernel registration (the carrier's,
  * with the union of the modes) serves them all. */
@@ -57,6 +60,8 @@ struct client {
 	int reorder;            /* re-add own fd behind a delegate's entry */
 	int ndel;
 	int del_fds[MAX_DELEGATED];
+	int ev_hold;            /* events of ours queued, whose callers wait
+				 * (futex; shim_nest_event_wait) */
 };
 
 extern struct span nest_spans[MAX_SPANS] SHIM_HIDDEN;

@@ -62,7 +62,13 @@ bool nest_inbox_push(struct client *c, const struct uffd_msg *m)
 struct uffd_msg nest_inbox_pop(struct client *c)
 {
 	__atomic_sub_fetch(&nest_queued, 1, __ATOMIC_SEQ_CST);
-	return c->inbox[c->head++ % INBOX];
+	struct uffd_msg m = c->inbox[c->head++ % INBOX];
+	if (m.reserved3 == NEST_EV_HOLD) { /* its caller may go on */
+		m.reserved3 = 0;
+		__atomic_sub_fetch(&c->ev_hold, 1, __ATOMIC_SEQ_CST);
+		futex(&c->ev_hold, FUTEX_WAKE_PRIVATE, 1 << 30);
+	}
+	return m;
 }
 
 void nest_inbox_unpop(struct client *c, const struct uffd_msg *m)
@@ -94,6 +100,7 @@ static void *bell_main(void *arg)
 			 * with its eventfd, once no reader is parked on it). */
 			RAW2(SYS_munmap, c->bell, UM_PAGE_SIZE);
 			__atomic_store_n(&c->used, 0, __ATOMIC_RELEASE);
+			futex(&c->ev_hold, FUTEX_WAKE_PRIVATE, 1 << 30);
 			return NULL;
 		}
 		if (how == RING_LATER && __atomic_load_n(&c->head, __ATOMIC_ACQUIRE) ==

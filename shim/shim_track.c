@@ -15,6 +15,7 @@
  * (filter, mark).  T is guarded by the model lock; the kernel calls that
  * change protection run under the order lock, like the app's own. */
 #include <errno.h>
+#include <linux/futex.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -543,9 +544,53 @@ static void fill_out_hdr(struct shim_track_out *o)
 
 /* One cut: the current pieces, each either new (protect it, save it whole)
  * or known (collect and re-protect its written pages). */
+/* ---- the app's resolutions and the cut ----
+ * An app's COPY/ZEROPAGE/CONTINUE/POISON/MOVE/WRITEPROTECT(0) is marked after
+ * the kernel call, and the kernel call already woke the faulting thread: a
+ * cut between the two would report the page in this epoch (the scan) and
+ * again in the next (the late mark), a false positive.  So a cut waits for
+ * such calls in flight, and calls wait while a cut runs. */
+static int cut_running, ops_in_flight;
+
+void shim_track_op_begin(void)
+{
+	for (;;) {
+		while (__atomic_load_n(&cut_running, __ATOMIC_SEQ_CST))
+			RAW6(SYS_futex, &cut_running, FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0);
+		__atomic_add_fetch(&ops_in_flight, 1, __ATOMIC_SEQ_CST);
+		if (!__atomic_load_n(&cut_running, __ATOMIC_SEQ_CST))
+			return;
+		shim_track_op_end(); /* a cut began meanwhile: let it go first */
+	}
+}
+
+void shim_track_op_end(void)
+{
+	if (__atomic_sub_fetch(&ops_in_flight, 1, __ATOMIC_SEQ_CST) == 0 &&
+	    __atomic_load_n(&cut_running, __ATOMIC_SEQ_CST))
+		RAW6(SYS_futex, &ops_in_flight, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void cut_begin(void)
+{
+	__atomic_store_n(&cut_running, 1, __ATOMIC_SEQ_CST);
+	int n;
+	while ((n = __atomic_load_n(&ops_in_flight, __ATOMIC_SEQ_CST)) != 0) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		RAW6(SYS_futex, &ops_in_flight, FUTEX_WAIT_PRIVATE, n, &ts, NULL, 0);
+	}
+}
+
+static void cut_end(void)
+{
+	__atomic_store_n(&cut_running, 0, __ATOMIC_SEQ_CST);
+	RAW6(SYS_futex, &cut_running, FUTEX_WAKE_PRIVATE, 1 << 30, NULL, NULL, 0);
+}
+
 static int do_cut(struct shim_track_out *o)
 {
 	uint64_t t0 = shim_now_ns();
+	cut_begin(); /* before any lock: calls in flight may need them */
 	bool ordered = shim_order_lock();
 	take_marks(o);
 	int rc = current_pieces(o);
@@ -564,6 +609,7 @@ static int do_cut(struct shim_track_out *o)
 	remember(o);
 	if (ordered)
 		shim_order_unlock();
+	cut_end();
 	runs_normalize(o);
 	fill_out_hdr(o);
 	o->wp_ns = shim_now_ns() - t0;

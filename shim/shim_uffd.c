@@ -301,6 +301,13 @@ static void nest_wake(int fd, unsigned long req, const union uffd_args *a)
 	}
 }
 
+/* Calls after which dirty tracking marks pages (track_mark). */
+static bool marks_pages(unsigned long req)
+{
+	return req == UFFDIO_COPY || req == UFFDIO_ZEROPAGE || req == UFFDIO_CONTINUE ||
+	       req == UFFDIO_POISON || req == UFFDIO_MOVE || req == UFFDIO_WRITEPROTECT;
+}
+
 /* Tell dirty tracking which pages a successful call changed. */
 static void track_mark(unsigned long req, const union uffd_args *a)
 {
@@ -350,6 +357,9 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 	}
 	long ret;
 	int err;
+	bool marked = shim_track_active() && marks_pages(req);
+	if (marked)
+		shim_track_op_begin();
 	if (!nested_call(fd, req, arg, &ret, &err)) {
 		ret = real.ioctl(fd, req, arg);
 		err = errno;
@@ -464,6 +474,8 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 	}
 	if (have && (ret == 0 || err == EAGAIN))
 		track_mark(req, &a);
+	if (marked)
+		shim_track_op_end();
 	if (have && ret == 0)
 		nest_wake(fd, req, &a);
 	if ((req == UFFDIO_UNREGISTER || req == UFFDIO_REGISTER) && ret == 0 &&
@@ -502,6 +514,8 @@ void shim_note_msgs(int fd, const void *buf, ssize_t n)
 					forked->ino = fd_ino(nfd);
 					shim_fd_set(nfd, FD_UFFD);
 					nnew++;
+					if (__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+						shim_nest_forked_locked(forked);
 					/* fork() may have returned before this read did. */
 					for (uint32_t k = 0; k < G.nfork_wait; k++) {
 						if (G.fork_wait[k].parent_id != (uint32_t)forked->parent_id)

@@ -31,10 +31,12 @@ static void unmapped(uint64_t start, uint64_t len)
 {
 	int err = errno;
 	if (shim_model_enter()) {
-		shim_nest_mem_event_locked(UFFD_EVENT_UNMAP, start, len, 0);
+		uint32_t hold = shim_nest_mem_event_locked(UFFD_EVENT_UNMAP, start, len, 0);
 		um_mem_unmap(&G.model, G.pid, start, len);
 		shim_update_own_ranges();
 		shim_unlock();
+		if (hold)
+			shim_nest_event_wait(hold);
 	}
 	errno = err;
 }
@@ -64,8 +66,8 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 			/* MREMAP_FIXED replaces whatever was at the target. */
 			if (r != old)
 				um_mem_unmap(&G.model, G.pid, (uint64_t)r, new_len);
-			shim_nest_mem_event_locked(UFFD_EVENT_REMAP, (uint64_t)old, old_len,
-						   (uint64_t)r);
+			uint32_t hold = shim_nest_mem_event_locked(UFFD_EVENT_REMAP, (uint64_t)old,
+								   old_len, (uint64_t)r);
 			if (flags & MREMAP_DONTUNMAP)
 				um_mem_remap_dontunmap(&G.model, G.pid, (uint64_t)old, old_len,
 						       (uint64_t)r);
@@ -74,6 +76,8 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 					     (uint64_t)r, new_len);
 			shim_update_own_ranges();
 			shim_unlock();
+			if (hold)
+				shim_nest_event_wait(hold);
 		}
 		errno = err;
 	}
@@ -87,9 +91,12 @@ int madvise(void *addr, size_t len, int advice)
 	    (advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == 24 /* DONTNEED_LOCKED */)) {
 		int err = errno;
 		if (shim_model_enter()) {
-			shim_nest_mem_event_locked(UFFD_EVENT_REMOVE, (uint64_t)addr, len, 0);
+			uint32_t hold = shim_nest_mem_event_locked(UFFD_EVENT_REMOVE, (uint64_t)addr,
+								   len, 0);
 			um_mem_dontneed(&G.model, G.pid, (uint64_t)addr, len);
 			shim_unlock();
+			if (hold)
+				shim_nest_event_wait(hold);
 		}
 		errno = err;
 	}

@@ -4,6 +4,7 @@
  * model to the new image. */
 #include <alloca.h>
 #include <errno.h>
+#include <linux/futex.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -58,10 +59,38 @@ static void fork_done(pid_t child)
 	shim_unlock();
 }
 
+/* Forks whose children wait for nesting's FORK fix-ups go one at a time. */
+static int fork_sync_lock;
+
+static void fork_sync_acquire(int expect)
+{
+	while (expect && __atomic_exchange_n(&fork_sync_lock, 1, __ATOMIC_ACQUIRE))
+		RAW6(SYS_futex, &fork_sync_lock, FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void fork_sync_release(int expect)
+{
+	if (!expect)
+		return;
+	__atomic_store_n(&fork_sync_lock, 0, __ATOMIC_RELEASE);
+	RAW6(SYS_futex, &fork_sync_lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
 pid_t fork(void)
 {
 	ENSURE_INIT();
+	int expect = shim_nest_fork_prepare();
+	fork_sync_acquire(expect);
 	pid_t r = real.fork();
+	if (r == 0) {
+		fork_sync_lock = 0;
+		if (expect)
+			shim_nest_fork_child_wait(expect);
+		return 0;
+	}
+	fork_sync_release(expect);
+	if (r > 0 && expect)
+		shim_nest_fork_parent_wait();
 	if (r > 0) {
 		int err = errno;
 		fork_done(r);
@@ -77,12 +106,16 @@ pid_t fork(void)
 struct clone_tramp {
 	int (*fn)(void *);
 	void *arg;
+	int expect;
 };
 
 static int clone_child(void *p)
 {
 	struct clone_tramp t = *(struct clone_tramp *)p;
 	shim_after_fork_child();
+	fork_sync_lock = 0;
+	if (t.expect)
+		shim_nest_fork_child_wait(t.expect);
 	return t.fn(t.arg);
 }
 
@@ -95,8 +128,12 @@ int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	ENSURE_INIT();
 	if (flags & CLONE_VM)
 		return real.clone(fn, stack, flags, arg, ptid, tls, ctid);
-	struct clone_tramp t = {fn, arg};
+	struct clone_tramp t = {fn, arg, shim_nest_fork_prepare()};
+	fork_sync_acquire(t.expect);
 	int r = real.clone(clone_child, stack, flags, &t, ptid, tls, ctid);
+	fork_sync_release(t.expect);
+	if (r > 0 && t.expect)
+		shim_nest_fork_parent_wait();
 	int err = errno;
 	if (r > 0)
 		fork_done(r);

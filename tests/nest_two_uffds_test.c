@@ -10,6 +10,7 @@
  *     other, and the write goes through only when none holds it;
  *   - a client that unregisters releases only its own protections;
  *   - the second client's REGISTER answers what the kernel would;
+ *   - events the shim makes for a client hold the caller until read;
  *   - status --verify agrees throughout. */
 #include <pthread.h>
 #include <sys/wait.h>
@@ -111,6 +112,20 @@ static void start(struct client *c)
 	pthread_create(&c->thr, NULL, handler, c);
 }
 
+struct zap {
+	char *p;
+	size_t len;
+	volatile int done;
+};
+
+static void *zap_main(void *arg)
+{
+	struct zap *z = arg;
+	madvise(z->p, z->len, MADV_DONTNEED);
+	__atomic_store_n(&z->done, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
 static void write_page(char *p, char v)
 {
 	*(volatile char *)p = v;
@@ -203,7 +218,18 @@ int main(int argc, char **argv)
 	start(&F);
 	for (int i = 0; i < N; i++)
 		write_page(w + i * PG, 1);
-	madvise(w, 4 * PG, MADV_DONTNEED);
+	/* F's reader stops: the madvise that makes F's event must wait for it
+	 * (the kernel holds the thread that causes an event until it is read). */
+	pthread_cancel(F.thr);
+	pthread_join(F.thr, NULL);
+	struct zap z = {w, 4 * PG, 0};
+	pthread_t zt;
+	pthread_create(&zt, NULL, zap_main, &z);
+	usleep(200 * 1000);
+	ok(!__atomic_load_n(&z.done, __ATOMIC_SEQ_CST),
+	   "MADV_DONTNEED is held while F's REMOVE event is unread");
+	start(&F);
+	pthread_join(zt, NULL);
 	for (int t = 0; t < 200 && !F.removes; t++)
 		usleep(5000);
 	ok(F.removes == 1 && F.last_start == (uint64_t)w && F.last_end == (uint64_t)w + 4 * PG &&

@@ -301,6 +301,9 @@ static void run_kind(int kind, const char *tmp)
 		for (int i = 0; i < NPAGES; i++) {
 			missed += p.wrote[e][i] && !got[i];
 			fp += got[i] && !p.wrote[e][i];
+			if (got[i] && !p.wrote[e][i])
+				diag("fp page %d: wrote %d%d%d%d%d", i, p.wrote[0][i], p.wrote[1][i],
+				     p.wrote[2][i], p.wrote[3][i], p.wrote[4][i]);
 		}
 		missed_total += missed;
 		fp_total += fp;
