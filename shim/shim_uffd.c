@@ -347,6 +347,11 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 		if (safe_copy(&in, arg, sizeof(in)))
 			api_requested = in.features;
 	}
+	/* Before the order lock: a cut waits for marked calls in flight, and
+	 * then takes the order lock itself. */
+	bool marked = shim_track_active() && marks_pages(req);
+	if (marked)
+		shim_track_op_begin();
 	shim_gate_enter();
 	bool ordered = (req == UFFDIO_REGISTER || req == UFFDIO_UNREGISTER ||
 			req == UFFDIO_WRITEPROTECT) && shim_order_lock();
@@ -357,9 +362,6 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 	}
 	long ret;
 	int err;
-	bool marked = shim_track_active() && marks_pages(req);
-	if (marked)
-		shim_track_op_begin();
 	if (!nested_call(fd, req, arg, &ret, &err)) {
 		ret = real.ioctl(fd, req, arg);
 		err = errno;
