@@ -354,24 +354,8 @@ static void delegated_read(struct client *c, int cfd)
 	tls_quiet = c;
 	ssize_t kept = shim_nest_filter(cfd, buf, r, sizeof(buf));
 	tls_quiet = NULL;
-	if (kept <= 0)
-		return;
-	size_t n = (size_t)kept / sizeof(buf[0]);
-	shim_lock();
-	struct client *cc = nest_client_by_fd(cfd);
-	for (size_t i = 0; i < n; i++) {
-		if (cc && nest_inbox_push(cc, &buf[i]))
-			continue;
-		if (buf[i].event == UFFD_EVENT_PAGEFAULT) { /* faults again: a new message */
-			uint64_t page = buf[i].arg.pagefault.address & ~(UM_PAGE_SIZE - 1);
-			nest_kwake(cfd, page, page + UM_PAGE_SIZE);
-		} else {
-			shim_log("nest: an event could not be handed to the app");
-		}
-	}
-	int kick = cc ? nest_ring_later(cc) : -1;
-	shim_unlock();
-	nest_kick(kick);
+	if (kept > 0) /* the carrier's own */
+		shim_nest_deliver(cfd, buf, kept);
 }
 
 /* What woke a parked reader of c (reading fd). */

@@ -60,17 +60,7 @@ static void *reader_main(void *arg)
 			r->bad++;
 			continue;
 		}
-		uint64_t a = m.arg.pagefault.address & ~(PG - 1);
-		if (m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
-			__atomic_add_fetch(&r->wp, 1, __ATOMIC_SEQ_CST);
-			struct uffdio_writeprotect w = {{a, PG}, 0};
-			if (ioctl(r->fd, UFFDIO_WRITEPROTECT, &w) < 0)
-				r->bad++;
-			continue;
-		}
-		__atomic_add_fetch(&r->missing, 1, __ATOMIC_SEQ_CST);
-		struct uffdio_copy c = {.dst = a, .src = (uint64_t)page, .len = PG};
-		if (ioctl(r->fd, UFFDIO_COPY, &c) < 0)
+		if (shim_serve_fault(r->fd, &m, page, &r->missing, &r->wp) < 0)
 			r->bad++;
 	}
 }
@@ -93,6 +83,25 @@ static void wait_for(volatile int *v, int want)
 {
 	for (int i = 0; i < 5000 && __atomic_load_n(v, __ATOMIC_SEQ_CST) < want; i++)
 		usleep(1000);
+}
+
+/* A region of N pages where uffd a registers WP and keeps page 0 protected
+ * (the carrier) and uffd b registers MISSING (forwarded); both readers run,
+ * and the parent faults pages 1-3 in (b's). */
+static char *shared_region(struct reader *a, struct reader *b)
+{
+	char *p = map_anon(N);
+	p[0] = 1;
+	struct uffdio_writeprotect w = {{(uint64_t)p, PG}, UFFDIO_WRITEPROTECT_MODE_WP};
+	reg(a->fd, p, N, UFFDIO_REGISTER_MODE_WP);
+	ioctl(a->fd, UFFDIO_WRITEPROTECT, &w);
+	ok(reg(b->fd, p, N, UFFDIO_REGISTER_MODE_MISSING) == 0, "%c registers MISSING over %c's WP",
+	   b->letter, a->letter);
+	start(a);
+	start(b);
+	for (int i = 1; i < 4; i++)
+		(void)*(volatile char *)(p + i * PG);
+	return p;
 }
 
 /* Fork; the child runs fn(p) and reports one byte through a pipe, then waits
@@ -162,16 +171,7 @@ int main(int argc, char **argv)
 	struct reader K = {.letter = 'K'};
 	struct reader A = {.fd = new_uffd(0), .letter = 'A'};
 	struct reader B = {.fd = new_uffd(UFFD_FEATURE_EVENT_FORK), .letter = 'B', .child = &K};
-	char *p = map_anon(N);
-	p[0] = 1;
-	struct uffdio_writeprotect w = {{(uint64_t)p, PG}, UFFDIO_WRITEPROTECT_MODE_WP};
-	reg(A.fd, p, N, UFFDIO_REGISTER_MODE_WP);
-	ioctl(A.fd, UFFDIO_WRITEPROTECT, &w);
-	ok(reg(B.fd, p, N, UFFDIO_REGISTER_MODE_MISSING) == 0, "B registers MISSING over A's WP");
-	start(&A);
-	start(&B);
-	for (int i = 1; i < 4; i++)
-		(void)*(volatile char *)(p + i * PG);
+	char *p = shared_region(&A, &B);
 	int res = -1;
 	pid_t pid = fork_child(p, child_one, &res);
 	is_int(res, 0, "child: its missing pages were served by B's child uffd, page 0 was free");
@@ -187,17 +187,8 @@ int main(int argc, char **argv)
 	/* ---- part 2: the carrier asked for FORK events too ---- */
 	B.child = NULL; /* B gets a FORK event for this fork as well: leave it */
 	struct reader A2 = {.fd = new_uffd(UFFD_FEATURE_EVENT_FORK), .letter = 'a'};
-	struct reader B2 = {.fd = new_uffd(UFFD_FEATURE_EVENT_FORK), .letter = 'B'};
-	char *q = map_anon(N);
-	q[0] = 1;
-	struct uffdio_writeprotect w2 = {{(uint64_t)q, PG}, UFFDIO_WRITEPROTECT_MODE_WP};
-	reg(A2.fd, q, N, UFFDIO_REGISTER_MODE_WP);
-	ioctl(A2.fd, UFFDIO_WRITEPROTECT, &w2);
-	ok(reg(B2.fd, q, N, UFFDIO_REGISTER_MODE_MISSING) == 0, "B2 registers MISSING over A2's WP");
-	start(&A2);
-	start(&B2);
-	for (int i = 1; i < 4; i++)
-		(void)*(volatile char *)(q + i * PG);
+	struct reader B2 = {.fd = new_uffd(UFFD_FEATURE_EVENT_FORK), .letter = 'b'};
+	char *q = shared_region(&A2, &B2);
 	res = -1;
 	pid = fork_child(q, child_two, &res);
 	is_int(res, 0, "child: missing pages read as zeros (the carrier's child uffd has WP only)");

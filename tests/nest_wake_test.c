@@ -73,17 +73,7 @@ static void *reader_main(void *arg)
 				r->bad++;
 				continue;
 			}
-			uint64_t a = m[i].arg.pagefault.address & ~(PG - 1);
-			if (m[i].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
-				__atomic_add_fetch(&r->wp, 1, __ATOMIC_SEQ_CST);
-				struct uffdio_writeprotect w = {{a, PG}, 0};
-				if (ioctl(r->fd, UFFDIO_WRITEPROTECT, &w) < 0)
-					r->bad++;
-				continue;
-			}
-			__atomic_add_fetch(&r->missing, 1, __ATOMIC_SEQ_CST);
-			struct uffdio_copy c = {.dst = a, .src = (uint64_t)page, .len = PG};
-			if (ioctl(r->fd, UFFDIO_COPY, &c) < 0)
+			if (shim_serve_fault(r->fd, &m[i], page, &r->missing, &r->wp) < 0)
 				r->bad++;
 		}
 	}

@@ -35,6 +35,12 @@
  *   long shim_json_count(const char *json, const char *needle)
  *       Occurrences of needle in json (e.g. "\"modes\":" = number of
  *       registered ranges over all uffds of a status --json).
+ *   int shim_serve_fault(int fd, const struct uffd_msg *m, const void *page,
+ *                        volatile int *missing, volatile int *wp)
+ *       What a plain handler does with page fault m read from uffd fd: a WP
+ *       fault unprotects its page, any other copies page (4 KiB) in.  Counts
+ *       it in *wp or *missing (atomically) before the call that wakes the
+ *       faulting thread; returns the ioctl's result (0, or -1 with errno).
  *   long long shim_json_sum(const char *json, const char *key)
  *       Sum of the integers after every "key": in json (e.g. "wp_pages" =
  *       write-protected pages over all uffds).  Keys given without quotes.
@@ -52,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -263,6 +270,20 @@ static inline long long shim_json_sum(const char *json, const char *key)
 	for (const char *s = strstr(json, pat); s; s = strstr(s + l, pat))
 		sum += strtoll(s + l, NULL, 10);
 	return sum;
+}
+
+static inline int shim_serve_fault(int fd, const struct uffd_msg *m, const void *page,
+				   volatile int *missing, volatile int *wp)
+{
+	uint64_t a = m->arg.pagefault.address & ~(uint64_t)4095;
+	if (m->arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) {
+		__atomic_add_fetch(wp, 1, __ATOMIC_SEQ_CST);
+		struct uffdio_writeprotect w = {{a, 4096}, 0};
+		return ioctl(fd, UFFDIO_WRITEPROTECT, &w);
+	}
+	__atomic_add_fetch(missing, 1, __ATOMIC_SEQ_CST);
+	struct uffdio_copy c = {.dst = a, .src = (uint64_t)(uintptr_t)page, .len = 4096};
+	return ioctl(fd, UFFDIO_COPY, &c);
 }
 
 #endif
