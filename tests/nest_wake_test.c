@@ -37,7 +37,7 @@ struct reader {
 	enum how how;
 	char letter;
 	pthread_t t;
-	volatile int missing, wp, bad, eintr, started;
+	volatile int missing, wp, bad, eintr, started, tid;
 };
 
 static void *reader_main(void *arg)
@@ -45,6 +45,7 @@ static void *reader_main(void *arg)
 	struct reader *r = arg;
 	static __thread char page[PG];
 	memset(page, r->letter, sizeof(page));
+	r->tid = (int)syscall(SYS_gettid);
 	__atomic_store_n(&r->started, 1, __ATOMIC_SEQ_CST);
 	for (;;) {
 		struct uffd_msg m[2];
@@ -157,9 +158,22 @@ static void set_handler(int flags)
 	sigaction(SIGUSR1, &sa, NULL);
 }
 
-static void wait_parked(void)
+/* Until the reader waits in read() again: parked in the shim's epoll set
+ * (its kernel wait channel says so; at most 5 s). */
+static void wait_parked(const struct reader *r)
 {
-	usleep(100 * 1000); /* the reader is back in read(), waiting */
+	char path[64], wchan[64];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", r->tid);
+	for (int i = 0; i < 2500; i++) {
+		FILE *f = fopen(path, "r");
+		size_t n = f ? fread(wchan, 1, sizeof(wchan) - 1, f) : 0;
+		if (f)
+			fclose(f);
+		wchan[n] = 0;
+		if (strstr(wchan, "epoll"))
+			return;
+		usleep(2000);
+	}
 }
 
 static int fdinfo_flags(int fd)
@@ -215,14 +229,17 @@ int main(int argc, char **argv)
 	int i = 1;
 	for (; i < 4; i++)
 		(void)*(volatile char *)(p + i * PG);
-	wait_parked();
+	wait_parked(&B);
 	set_handler(0);
 	pthread_kill(B.t, SIGUSR1);
-	wait_parked();
+	for (int t = 0; t < 5000 && !__atomic_load_n(&B.eintr, __ATOMIC_SEQ_CST); t++)
+		usleep(1000);
 	is_int(B.eintr, 1, "a signal without SA_RESTART interrupts the parked read() with EINTR");
+	wait_parked(&B);
 	set_handler(SA_RESTART);
 	pthread_kill(B.t, SIGUSR1);
-	wait_parked();
+	usleep(100 * 1000); /* delivered (a wrong EINTR would show now) */
+	wait_parked(&B);
 	is_int(B.eintr, 1, "a signal with SA_RESTART does not (the read() goes on)");
 	(void)*(volatile char *)(p + i++ * PG);
 	is_int(B.missing, 4, "the reader still serves faults after the signals");
