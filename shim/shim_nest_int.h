@@ -1,7 +1,8 @@
 /* shim_nest_int.h - state shared by the two halves of nesting:
  *   shim_nest.c       registrations, spans, routing of messages, events;
  *   shim_nest_wake.c  how a client's readers hear of routed messages
- *                     (inboxes, eventfd kicks, doorbells, parked readers).
+ *                     (inboxes, eventfd kicks, doorbells, parked readers);
+ *   shim_nest_fork.c  FORK events of clients, and fork() waiting for them.
  * Everything here is under the model lock unless said otherwise. */
 #ifndef SHIM_NEST_INT_H
 #define SHIM_NEST_INT_H
@@ -98,5 +99,10 @@ void nest_ring(struct client *c) SHIM_HIDDEN;
  * messages routed to it need no ring. */
 struct client *nest_quiet_client(void) SHIM_HIDDEN;
 void nest_clients_after_fork_child(void) SHIM_HIDDEN;
+
+/* shim_nest_fork.c: a FORK event read on client me's uffd (false: only
+ * the doorbell made it, drop it), and one such event done (the child waits). */
+bool nest_fork_fixup_locked(struct client *me, const struct uffd_msg *m) SHIM_HIDDEN;
+void nest_fork_sync_one(void) SHIM_HIDDEN;
 
 #endif
