@@ -59,9 +59,8 @@ static void usage(FILE *f)
 		"  --no-freeze     do not stop the process for the last epoch\n"
 		"  --verify        at the end, compare the chain with the live memory\n"
 		"  --dirty-log F   append \"EPOCH ADDR NPAGES\" lines of changed pages to F\n"
-		"  --no-augment-missing  save the present pages of the app's MISSING-only\n"
-		"                  registrations every epoch (all) instead of adding WP to\n"
-		"                  them (sync, exact; the default)\n");
+		"  --augment-missing  add WP to the app's MISSING-only registrations (sync)\n"
+		"                  instead of saving their present pages every epoch (all)\n");
 }
 
 /* The reply of START/CUT/INFO, checked. */
@@ -192,7 +191,7 @@ int cmd_track(int argc, char **argv)
 {
 	const char *dir = NULL, *log_path = NULL;
 	int interval_ms = 100, iterations = -1;
-	bool step = false, freeze = true, verify = false, quiet = false, augment = true;
+	bool step = false, freeze = true, verify = false, quiet = false, augment = false;
 	uint64_t sel[UCTL_TRACK_MAX_SEL][2];
 	uint32_t nsel = 0;
 	pid_t pid = 0;
@@ -217,10 +216,8 @@ int cmd_track(int argc, char **argv)
 			freeze = false;
 		else if (!strcmp(a, "--verify"))
 			verify = true;
-		else if (!strcmp(a, "--augment-missing")) /* the default; kept for scripts */
+		else if (!strcmp(a, "--augment-missing"))
 			augment = true;
-		else if (!strcmp(a, "--no-augment-missing"))
-			augment = false;
 		else if (!strcmp(a, "--quiet"))
 			quiet = true;
 		else if (!strcmp(a, "--dirty-log") && i + 1 < argc)

@@ -14,8 +14,7 @@
 # tracker cut epochs and exits 0 with "verify: the chain matches"; its epoch
 # lines have the documented form and name the modes; the uffd ranges of the
 # demo are tracked in the mode the design gives them (WP range of its own
-# uffd, or MISSING-only one (the shim adds WP): sync; other ranges: all;
-# shared memory: not tracked;
+# uffd: sync; other ranges: all; shared memory: not tracked;
 # tests/track/modes.py); `uffd-replay check` accepts the chain; no thread of
 # the demo stays blocked in one uffd fault for a second or more while it is
 # tracked (tests/track/watch.py); the demo finishes with its usual OK line and
@@ -271,7 +270,7 @@ killed() {
 }
 
 # Each demo's uffd work lasts ~7 s at these pauses.
-tracked lazy_loader 4 end     # MISSING on anonymous memory: "sync" (WP added)
+tracked lazy_loader 4 end     # MISSING on anonymous memory: "all"
 tracked wp_snapshot 12 end    # its own WP: "sync"
 tracked minor_shmem 9 end     # MINOR on shmem: not tracked (shared)
 tracked scm_handoff 40 ""     # the owner ("all": its uffd is held by the handler) + the handler

@@ -7,8 +7,7 @@
 #     --interval 200 --verify` starts on the destination as soon as it waits
 #     for the migration, so the epochs cover pre-copy (pages written into
 #     guest RAM: the shim's own WP_ASYNC uffd), post-copy (the RAM registered
-#     MISSING with QEMU's uffd: "sync", the shim adds WP to QEMU's own
-#     registration; TQ_TRACK_ARGS=--no-augment-missing: "all") and the
+#     MISSING with QEMU's uffd: "all", every present page each epoch) and the
 #     guest running after it.  It is stopped (SIGINT: last epoch frozen,
 #     verify) once the destination's guest has passed its memory check.
 # (b) background snapshot, tracking the SOURCE: a QEMU under the shim is
@@ -51,7 +50,7 @@ declare -A TQ_TPID TQ_WPID TQ_CHECKED
 # tq_track NAME: start the tracker (and a fault watch) on QEMU NAME
 tq_track() {
     local name=$1 pid=${QL_QEMU_PID[$1]}
-    # TQ_TRACK_ARGS: more tracker options (e.g. --no-augment-missing), to investigate
+    # TQ_TRACK_ARGS: more tracker options (e.g. --augment-missing), to investigate
     # shellcheck disable=SC2086
     "$UFFDSHIM_BUILD/uffd-record" track "$pid" -D "$QL_WORK/$name.chain" --interval "$INTERVAL" \
         --verify ${TQ_TRACK_ARGS:-} >"$QL_WORK/$name.track" 2>&1 </dev/null &

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""modes.py [--all-missing] PID CHAIN_SHOW [SHOW...] - are the uffd ranges registered on
+"""modes.py PID CHAIN_SHOW [SHOW...] - are the uffd ranges registered on
 PID's memory tracked in the mode docs/design.md gives them?
 
 CHAIN_SHOW is `uffd-record show DIR/epoch-N` of PID's chain (its "tracked
@@ -9,8 +9,7 @@ holding a uffd that serves PID's memory ("memory: another process (pid
 PID)").  For every registered range on PID's memory:
   - shared memory: not tracked at all (only private writable memory is);
   - a WP range of a uffd PID holds itself: "sync" (WP through the app's
-    uffd); a MISSING-only one too (the shim adds WP to it; --all-missing:
-    "all", for a tracker run with --no-augment-missing);
+    uffd; a MISSING-only one too with --augment-missing, not used here);
   - any other range: "all" (the kernel takes one uffd per range: the shim's
     own WP_ASYNC uffd cannot register it; every present page each epoch).
 Every page of a private range must be in tracked ranges of that mode.
@@ -23,11 +22,6 @@ MEM = re.compile(r"^\s+memory:\s+(this process|another process) \(pid (\d+)\)")
 
 
 def main():
-    global augment
-    augment = True
-    if len(sys.argv) > 1 and sys.argv[1] == "--all-missing":
-        augment = False
-        del sys.argv[1]
     pid = int(sys.argv[1])
     tracked, ranges = [], []
     for k, path in enumerate(sys.argv[2:]):
@@ -62,8 +56,8 @@ def main():
     for s, e, modes, share, own in ranges:
         if share == "shared":
             want = None
-        elif own and ("WP" in modes.split("|") or (modes == "MISSING" and augment)):
-            want = "sync"  # WP through the app's uffd (added to a MISSING-only one)
+        elif own and "WP" in modes.split("|"):
+            want = "sync"  # WP through the app's uffd
         else:
             want = "all"
         cover = [(max(s, a), min(e, b), m) for a, b, m in tracked if a < e and s < b]
