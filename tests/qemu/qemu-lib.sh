@@ -28,7 +28,18 @@ QL_WATCHDOG=""
 QL_T0=$(date +%s.%N)
 
 # ---- TAP -------------------------------------------------------------------
-ql_diag() { local l; while IFS= read -r l; do echo "# $l"; done <<<"$*"; }
+# Diagnostics go to stdout (TAP); since the last passing test they are also
+# kept, and a failing test writes them to stderr, where a non-verbose prove
+# (make check, CI) shows them, as it does every diagnostic after a failure.
+QL_DIAGBUF=""
+QL_LOUD=0
+ql_diag() {
+    local l
+    while IFS= read -r l; do
+        echo "# $l"
+        if [ "$QL_LOUD" = 1 ]; then echo "# $l" >&2; else QL_DIAGBUF+="# $l"$'\n'; fi
+    done <<<"$*"
+}
 ql_plan() { echo "1..$1"; }
 # Skip the whole test. prove counts any non-zero exit as a failure, even
 # with a "1..0 # SKIP" plan (exit 77 shows as "Non-zero exit status: 77",
@@ -42,8 +53,11 @@ ql_ok() {
         echo "ok $QL_N - $2"
     else
         echo "not ok $QL_N - $2"
+        printf '%s# ^ before: not ok %s - %s\n' "$QL_DIAGBUF" "$QL_N" "$2" >&2
+        QL_LOUD=1
         QL_FAILED=$((QL_FAILED + 1))
     fi
+    QL_DIAGBUF=""
 }
 ql_elapsed() { awk -v a="$QL_T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 ql_now() { date +%s.%N; }
