@@ -503,6 +503,13 @@ ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap)
 			continue;
 		}
 		uint32_t to = route(s, page, m.arg.pagefault.flags);
+		if (!to && s->augmented && !(m.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) {
+			/* Dirty tracking only added WP here: any other fault is
+			 * the app's, whatever the model says; filling the page
+			 * ourselves could race the app's own fill. */
+			shim_log("nest: augmented span: a fault no client claims goes to the app");
+			to = self->id;
+		}
 		if (to == self->id) {
 			msgs[kept++] = m;
 			continue;
