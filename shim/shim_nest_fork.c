@@ -17,20 +17,26 @@
 
 /* Protect (mode WP) or release (0) the pages of [a, b) that u holds (held) or
  * does not hold (!held), through uffd fd. */
+static void wp_call(int fd, uint64_t s, uint64_t e, uint64_t mode)
+{
+	struct uffdio_writeprotect w = {{s, e - s}, mode};
+	if (e > s)
+		nest_kcall(fd, UFFDIO_WRITEPROTECT, &w);
+}
+
 static void wp_pages_of(int fd, const struct um_uffd *u, uint64_t a, uint64_t b, bool held,
 			uint64_t mode)
 {
-	uint64_t run_s = a;
-	for (uint64_t p = a; p <= b; p += UM_PAGE_SIZE) {
-		bool in = p < b && um_wp_test(&u->wp, p) == held;
-		if (in)
-			continue;
-		if (p > run_s) {
-			struct uffdio_writeprotect w = {{run_s, p - run_s}, mode};
-			nest_kcall(fd, UFFDIO_WRITEPROTECT, &w);
-		}
-		run_s = p + UM_PAGE_SIZE;
+	uint64_t cur = a, rs, re, gap = a; /* the model's runs of protected pages */
+	while (um_wp_next_run(&u->wp, &cur, b, &rs, &re)) {
+		if (held)
+			wp_call(fd, rs, re, mode);
+		else
+			wp_call(fd, gap, rs, mode);
+		cur = gap = re;
 	}
+	if (!held)
+		wp_call(fd, gap, b, mode);
 }
 
 /* The kernel's FORK event m on client me's uffd, read.  The new uffd (its fd is in

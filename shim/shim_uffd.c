@@ -152,9 +152,9 @@ static long fdflag_ioctl(int fd, unsigned long req, void *arg)
 		if (u && req == FIONBIO) {
 			u->file_flags = on ? O_NONBLOCK : 0;
 			shim_nest_reforce_locked(fd);
-		}
-		else if (u)
+		} else if (u) {
 			um_fd_set_cloexec(u, fd, req == FIOCLEX);
+		}
 		shim_unlock();
 	}
 	errno = err;

@@ -68,12 +68,23 @@ static void fork_sync_acquire(int expect)
 		RAW6(SYS_futex, &fork_sync_lock, FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0);
 }
 
-static void fork_sync_release(int expect)
+/* The parent, after fork/clone (r: its result). */
+static void fork_sync_parent(int expect, long r)
 {
 	if (!expect)
 		return;
 	__atomic_store_n(&fork_sync_lock, 0, __ATOMIC_RELEASE);
 	RAW6(SYS_futex, &fork_sync_lock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	if (r > 0)
+		shim_nest_fork_parent_wait();
+}
+
+/* The child, before the app's code runs. */
+static void fork_sync_child(int expect)
+{
+	fork_sync_lock = 0; /* another thread's fork may have held it */
+	if (expect)
+		shim_nest_fork_child_wait(expect);
 }
 
 pid_t fork(void)
@@ -83,14 +94,10 @@ pid_t fork(void)
 	fork_sync_acquire(expect);
 	pid_t r = real.fork();
 	if (r == 0) {
-		fork_sync_lock = 0;
-		if (expect)
-			shim_nest_fork_child_wait(expect);
+		fork_sync_child(expect);
 		return 0;
 	}
-	fork_sync_release(expect);
-	if (r > 0 && expect)
-		shim_nest_fork_parent_wait();
+	fork_sync_parent(expect, r);
 	if (r > 0) {
 		int err = errno;
 		fork_done(r);
@@ -113,9 +120,7 @@ static int clone_child(void *p)
 {
 	struct clone_tramp t = *(struct clone_tramp *)p;
 	shim_after_fork_child();
-	fork_sync_lock = 0;
-	if (t.expect)
-		shim_nest_fork_child_wait(t.expect);
+	fork_sync_child(t.expect);
 	return t.fn(t.arg);
 }
 
@@ -131,10 +136,8 @@ int clone(int (*fn)(void *), void *stack, int flags, void *arg, ...)
 	struct clone_tramp t = {fn, arg, shim_nest_fork_prepare()};
 	fork_sync_acquire(t.expect);
 	int r = real.clone(clone_child, stack, flags, &t, ptid, tls, ctid);
-	fork_sync_release(t.expect);
-	if (r > 0 && t.expect)
-		shim_nest_fork_parent_wait();
 	int err = errno;
+	fork_sync_parent(t.expect, r);
 	if (r > 0)
 		fork_done(r);
 	errno = err;
