@@ -202,6 +202,8 @@ void shim_track_mark_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
 /* Before the app registers [start, start+len) (order lock held). */
 void shim_track_yield(uint64_t start, uint64_t len) SHIM_HIDDEN;
 bool shim_track_active(void) SHIM_HIDDEN;
+/* How dirty tracking holds page now, for a debug line ("async", ...). */
+const char *shim_track_describe(uint64_t page) SHIM_HIDDEN;
 /* Around an app's call that dirty tracking marks afterwards (a cut never
  * falls between the kernel call and the mark). */
 void shim_track_op_begin(void) SHIM_HIDDEN;
@@ -330,6 +332,9 @@ int shim_thread_start(void *(*fn)(void *), void *arg, size_t stack) SHIM_HIDDEN;
 
 /* ---- small string helpers (no stdio in the shim) ---- */
 size_t shim_utoa(uint64_t v, char *buf) SHIM_HIDDEN;/* decimal, NUL-terminated */
-void shim_log(const char *msg) SHIM_HIDDEN;  /* to stderr when UFFDSHIM_DEBUG */
+void shim_log(const char *msg) SHIM_HIDDEN;
+bool shim_debug_enabled(void) SHIM_HIDDEN;
+/* shim_debug.c: an app's fill of addr failed (err): log the page's state. */
+void shim_debug_fill_failed(unsigned long req, uint64_t addr, int err) SHIM_HIDDEN;  /* to stderr when UFFDSHIM_DEBUG */
 
 #endif

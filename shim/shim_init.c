@@ -41,6 +41,11 @@ void shim_log(const char *msg)
 	RAW3(SYS_write, 2, "\n", 1);
 }
 
+bool shim_debug_enabled(void)
+{
+	return debug_on != 0;
+}
+
 uint64_t shim_now_ns(void)
 {
 	struct timespec ts;

@@ -759,6 +759,23 @@ bool shim_track_active(void)
 	return __atomic_load_n(&T.active, __ATOMIC_ACQUIRE) != 0;
 }
 
+const char *shim_track_describe(uint64_t page)
+{
+	const char *d = "no";
+	shim_lock();
+	for (uint32_t i = 0; T.active && i < T.n; i++) {
+		const struct uctl_track_range *r = &T.r[i];
+		if (page < r->start || page >= r->end)
+			continue;
+		d = r->mode == UCTL_TM_ASYNC ? "async"
+		    : r->mode == UCTL_TM_SYNC ? (r->flags & UCTL_TR_AUGMENTED ? "sync (augmented)" : "sync")
+		    : r->mode == UCTL_TM_ALL ? "all" : "gone";
+		break;
+	}
+	shim_unlock();
+	return d;
+}
+
 /* ---- the app's paths ---- */
 /* The app is about to register [start, start+len): the kernel lets one uffd
  * only, so ours steps aside there (called under the order lock).  The next

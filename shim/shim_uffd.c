@@ -489,6 +489,10 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 		shim_order_unlock();
 	if (shim_tracing)
 		shim_trace((int)op_kind(req), fd, ino, kret, tr_a, tr_b, tr_c, tr_d, tr_e);
+	if (ret < 0 && err == EEXIST && have && shim_debug_enabled())
+		shim_debug_fill_failed(req, req == UFFDIO_COPY ? a.copy.dst
+					    : req == UFFDIO_ZEROPAGE ? a.zero.range.start
+					    : req == UFFDIO_CONTINUE ? a.cont.range.start : 0, err);
 	shim_gate_leave();
 	errno = err;
 	return ret;
