@@ -41,6 +41,9 @@ enum uctl_op {
 	UCTL_TRACK_STOP = 8,  /* release everything; reply: no payload */
 	UCTL_TRACK_INFO = 9,  /* reply: rep + ranges (no cut); -ENOENT when
 			       * nothing is tracked */
+	UCTL_TRACK_READ_DONE = 14, /* the monitor has read the pages of the last
+			       * cut: the app's calls that take pages away
+			       * (UCTL_TRACK_HOLD_ZAPS) go on; reply: no payload */
 	/* An external monitor (docs/design.md "External monitors"): OPEN makes
 	 * a uffd in this process for the connection, which from then on is
 	 * served by a thread of its own and speaks only MON_*; the uffd goes
@@ -112,8 +115,15 @@ struct uctl_mon_read {
 #define UCTL_TRACK_AUGMENT 1u /* memory an app registered MISSING-only: add WP
 			       * to its registration (sync) instead of saving
 			       * every present page each epoch (all) */
+#define UCTL_TRACK_HOLD_ZAPS 2u /* from each cut until UCTL_TRACK_READ_DONE
+			       * (5 s at most), the app's munmap, mremap,
+			       * mmap(MAP_FIXED), madvise(DONTNEED, FREE, REMOVE)
+			       * and UFFDIO_MOVE on tracked memory wait: a page
+			       * the monitor found present stays present until
+			       * it has read it, so the read never faults a page
+			       * in (docs/design.md "Reading an epoch") */
 struct uctl_track_req {
-	uint32_t flags;       /* UCTL_TRACK_AUGMENT */
+	uint32_t flags;       /* UCTL_TRACK_AUGMENT | UCTL_TRACK_HOLD_ZAPS */
 	uint32_t nsel;
 	/* uint64_t sel[nsel][2] follows */
 };

@@ -23,6 +23,7 @@
 
 #include <glib.h>
 
+#include "procfs.h"
 #include "commands.h"
 #include "ctl_client.h"
 #include "image_io.h"
@@ -246,7 +247,7 @@ static int dump_range(pid_t pid, int pagemap, uint32_t uffd, uint64_t start, uin
 			return -1;
 		}
 		for (uint64_t i = 0; i < n; i++) {
-			if (!((ent[i] >> PM_BIT_PRESENT & 1) || (ent[i] >> PM_BIT_SWAPPED & 1)))
+			if (!pf_pm_holds_page(ent[i]))
 				continue;
 			uint64_t pa = a + i * UM_PAGE_SIZE;
 			struct iovec *last = batch.nr ? &batch.riov[batch.nr - 1] : NULL;

@@ -45,6 +45,26 @@ static uint64_t now_ns(clockid_t c)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* Tell the shim this epoch's pages are read: the app's calls that take
+ * pages away (held since the cut, UCTL_TRACK_HOLD_ZAPS) go on.  A failure
+ * only delays them: the shim lets them go after 5 s. */
+static void read_done(pid_t pid)
+{
+	char err[256];
+	struct uctl_conn c;
+	int32_t status = 0;
+	void *reply = NULL;
+	uint32_t replylen = 0;
+	if (uctl_connect(&c, pid, UCTL_DEFAULT_TIMEOUT_MS, err, sizeof(err)) != UCTL_R_OK ||
+	    uctl_call(&c, UCTL_TRACK_READ_DONE, NULL, 0, &status, &reply, &replylen, err,
+		      sizeof(err)) != UCTL_R_OK || status != 0)
+		fprintf(stderr, "uffd-record track: pid %d: telling the shim the epoch is read: %s\n",
+			pid, status ? strerror(-status) : err);
+	free(reply);
+	if (c.fd >= 0)
+		uctl_close(&c);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -265,7 +285,8 @@ int cmd_track(int argc, char **argv)
 
 	size_t reqlen = sizeof(struct uctl_track_req) + nsel * 16u;
 	uint8_t *req = g_malloc0(reqlen);
-	struct uctl_track_req tr = {.nsel = nsel, .flags = augment ? UCTL_TRACK_AUGMENT : 0};
+	struct uctl_track_req tr = {.nsel = nsel,
+				    .flags = UCTL_TRACK_HOLD_ZAPS | (augment ? UCTL_TRACK_AUGMENT : 0)};
 	memcpy(req, &tr, sizeof(tr));
 	memcpy(req + sizeof(tr), sel, nsel * 16u);
 	int ret = 0;
@@ -325,6 +346,8 @@ int cmd_track(int argc, char **argv)
 		comm_of(pid, comm, sizeof(comm));
 		int rc = track_pages_epoch(&tp, epoch, frozen, &t.rep, t.ranges, t.runs, blob, bloblen,
 					   comm, &s, err, sizeof(err));
+		if (!stopping)
+			read_done(pid);
 		int vrc = 0;
 		if (rc == 0 && last && verify)
 			vrc = track_pages_verify(&tp, t.ranges, t.rep.nranges, err, sizeof(err));

@@ -25,6 +25,7 @@ const char *uctl_op_name(uint32_t op)
 	case UCTL_TRACK_CUT: return "TRACK_CUT";
 	case UCTL_TRACK_STOP: return "TRACK_STOP";
 	case UCTL_TRACK_INFO: return "TRACK_INFO";
+	case UCTL_TRACK_READ_DONE: return "TRACK_READ_DONE";
 	case UCTL_NEST_INFO: return "NEST_INFO";
 	case UCTL_MON_OPEN: return "MON_OPEN";
 	case UCTL_MON_IOCTL: return "MON_IOCTL";

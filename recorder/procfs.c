@@ -401,6 +401,45 @@ int pf_pagemap_read(int fd, uint64_t start, uint64_t npages, uint64_t *out, char
 	return 0;
 }
 
+#define PM_FRAME_MASK ((1ull << 55) - 1)
+#define PM_SWP_TYPE_BITS 5
+#define PM_SWP_TYPE_PTE_MARKER 31 /* the kernel's SWP_PTE_MARKER: the last type */
+
+bool pf_pm_holds_page_given(uint64_t e, bool system_has_swap)
+{
+	if (e >> 63 & 1) /* present */
+		return true;
+	if (!(e >> 62 & 1)) /* not a swap entry either */
+		return false;
+	uint64_t frame = e & PM_FRAME_MASK;
+	if (frame) /* visible: swap type in the low bits */
+		return (frame & ((1u << PM_SWP_TYPE_BITS) - 1)) != PM_SWP_TYPE_PTE_MARKER;
+	return system_has_swap;
+}
+
+/* SwapTotal of /proc/meminfo is not 0 (read once). */
+static bool system_has_swap(void)
+{
+	static int known = -1;
+	if (known >= 0)
+		return known;
+	FILE *f = fopen("/proc/meminfo", "re");
+	unsigned long long kb = 1;
+	char line[128];
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "SwapTotal: %llu", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	known = kb != 0;
+	return known;
+}
+
+bool pf_pm_holds_page(uint64_t e)
+{
+	return pf_pm_holds_page_given(e, (e >> 62 & 1) && !(e >> 63 & 1) ? system_has_swap() : true);
+}
+
 /* ---- fdinfo ---- */
 
 /* Find "key:" at the start of a line; returns a pointer after the colon and

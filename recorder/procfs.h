@@ -70,6 +70,15 @@ int pf_pagemap_open(pid_t pid, char *err, size_t errlen);
  * (looping only on short reads).  out holds npages entries. */
 int pf_pagemap_read(int fd, uint64_t start, uint64_t npages, uint64_t *out, char *err,
 		    size_t errlen);
+/* Does pagemap entry e hold a page whose contents can be read without the
+ * read making one: present, or swapped out?  Not a uffd-wp PTE marker
+ * (WP_UNPOPULATED: a none PTE that dirty tracking protected), which pagemap
+ * shows as a swap entry too; reading it would fault the zero page in.  With
+ * the frame visible (CAP_SYS_ADMIN) a marker has swap type 31; without it a
+ * swap entry is taken for a marker when the system has no swap at all. */
+bool pf_pm_holds_page(uint64_t e);
+/* The same, with the two facts given (for tests). */
+bool pf_pm_holds_page_given(uint64_t e, bool system_has_swap);
 #define PF_PM_UFFD_WP(e) (((e) >> 57) & 1)
 
 /* ---- fdinfo ---- */

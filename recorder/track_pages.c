@@ -236,7 +236,7 @@ static int flush_batch(struct epoch_out *e, char *err, size_t errlen)
 /* One candidate page: present now (pm) or not. */
 static int consider(struct epoch_out *e, uint64_t page, uint64_t pm, char *err, size_t errlen)
 {
-	bool present = (pm >> PM_BIT_PRESENT & 1) || (pm >> PM_BIT_SWAPPED & 1);
+	bool present = pf_pm_holds_page(pm);
 	if (!present) {
 		if (chain_get(e->tp, page)) {
 			/* Runs go in address order: the lower pages queued first. */
@@ -275,8 +275,7 @@ static int walk(struct epoch_out *e, bool frozen, const struct uctl_track_run *r
 				       runs[ri].start + runs[ri].npages * UM_PAGE_SIZE <= page)
 					ri++;
 				bool reported = ri < nruns && runs[ri].start <= page;
-				bool present = (ent[i] >> PM_BIT_PRESENT & 1) ||
-					       (ent[i] >> PM_BIT_SWAPPED & 1);
+				bool present = pf_pm_holds_page(ent[i]);
 				bool in_chain = chain_get(e->tp, page) != 0;
 				bool cand = whole || reported || present != in_chain ||
 					    (frozen && present && !(ent[i] >> PM_BIT_UFFD_WP & 1));
@@ -411,7 +410,7 @@ int track_pages_verify(struct track_pages *tp, const struct uctl_track_range *ra
 			}
 			for (uint64_t i = 0; i < n; i++) {
 				uint64_t page = a + i * UM_PAGE_SIZE, want = chain_get(tp, page), have = 0;
-				if ((ent[i] >> PM_BIT_PRESENT & 1) || (ent[i] >> PM_BIT_SWAPPED & 1)) {
+				if (pf_pm_holds_page(ent[i])) {
 					struct iovec l = {buf, UM_PAGE_SIZE}, r = {(void *)(uintptr_t)page,
 										   UM_PAGE_SIZE};
 					if (process_vm_readv(tp->pid, &l, 1, &r, 1, 0) == UM_PAGE_SIZE) {

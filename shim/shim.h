@@ -199,6 +199,18 @@ void shim_track_after_fork_child(void) SHIM_HIDDEN;
 /* The app's uffd call changed [start, start+len) (fill, unprotect, move). */
 void shim_track_mark(uint64_t start, uint64_t len) SHIM_HIDDEN;
 void shim_track_mark_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
+/* The monitor has read the last cut's pages: the held zaps go on. */
+int shim_track_read_done(pid_t monitor) SHIM_HIDDEN;
+/* Before the app's call takes pages of [start, start+len) away (munmap,
+ * mremap, mmap(MAP_FIXED), madvise zaps, UFFDIO_MOVE): wait while the
+ * monitor reads an epoch.  One flag load when nobody reads.  No lock held. */
+void shim_track_zap_wait_slow(uint64_t start, uint64_t len) SHIM_HIDDEN;
+extern int shim_track_zap_hold SHIM_HIDDEN;
+static inline void shim_track_zap_wait(uint64_t start, uint64_t len)
+{
+	if (__builtin_expect(__atomic_load_n(&shim_track_zap_hold, __ATOMIC_ACQUIRE) != 0, 0))
+		shim_track_zap_wait_slow(start, len);
+}
 /* Before the app registers [start, start+len) (order lock held). */
 void shim_track_yield(uint64_t start, uint64_t len) SHIM_HIDDEN;
 bool shim_track_active(void) SHIM_HIDDEN;

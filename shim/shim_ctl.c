@@ -152,7 +152,7 @@ static bool serve_track(int fd, const struct uctl_hdr *h, const uint8_t *req, pi
 			return shim_ctl_reply(fd, h->op, -EINVAL, NULL, 0);
 		memcpy(&tr, req, sizeof(tr));
 		if (tr.nsel > UCTL_TRACK_MAX_SEL || h->len != sizeof(tr) + tr.nsel * 16u ||
-		    (tr.flags & ~UCTL_TRACK_AUGMENT))
+		    (tr.flags & ~(UCTL_TRACK_AUGMENT | UCTL_TRACK_HOLD_ZAPS)))
 			return shim_ctl_reply(fd, h->op, -EINVAL, NULL, 0);
 		uint64_t sel[UCTL_TRACK_MAX_SEL][2];
 		memcpy(sel, req + sizeof(tr), tr.nsel * 16u);
@@ -163,6 +163,8 @@ static bool serve_track(int fd, const struct uctl_hdr *h, const uint8_t *req, pi
 		return send_track(fd, h->op, shim_track_cut(peer, &o), &o);
 	case UCTL_TRACK_INFO:
 		return send_track(fd, h->op, shim_track_info(&o), &o);
+	case UCTL_TRACK_READ_DONE:
+		return shim_ctl_reply(fd, h->op, shim_track_read_done(peer), NULL, 0);
 	default:
 		return shim_ctl_reply(fd, h->op, shim_track_stop(peer), NULL, 0);
 	}
@@ -287,6 +289,7 @@ static bool serve(int fd)
 		case UCTL_TRACK_CUT:
 		case UCTL_TRACK_STOP:
 		case UCTL_TRACK_INFO:
+		case UCTL_TRACK_READ_DONE:
 			if (quiesced) { /* the app's uffd calls are held: no kernel
 					 * calls of ours in between */
 				ok = shim_ctl_reply(fd, h.op, -EBUSY, NULL, 0);

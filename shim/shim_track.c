@@ -52,7 +52,76 @@ static struct {
 	uint64_t sel[UCTL_TRACK_MAX_SEL][2];
 	uint32_t nsel;
 	int augment;            /* UCTL_TRACK_AUGMENT: WP added to MISSING-only ranges */
+	int hold_zaps;          /* UCTL_TRACK_HOLD_ZAPS */
 } T = {.async_fd = -1, .pidfd = -1};
+
+/* ---- reading an epoch ----
+ * After a cut the monitor reads the pagemap and then the pages it found
+ * present (process_vm_readv).  If the app zaps such a page in between
+ * (MADV_DONTNEED, munmap and a new mapping there, UFFDIO_MOVE away), the
+ * monitor's read faults it in again: the zero page where no uffd watches
+ * (QEMU's post-copy then finds a page present that it discarded and must
+ * place: UFFDIO_COPY fails with EEXIST), a fault the app never caused where
+ * one does.  So from each cut until the monitor says it has read the pages
+ * (UCTL_TRACK_READ_DONE), or for 5 s at most, the app's calls that take
+ * pages of tracked memory away wait. */
+#define ZAP_HOLD_MAX_NS (5ull * 1000 * 1000 * 1000)
+int shim_track_zap_hold;
+static uint64_t zap_hold_until;
+
+static void zap_hold_begin(void)
+{
+	__atomic_store_n(&zap_hold_until, shim_now_ns() + ZAP_HOLD_MAX_NS, __ATOMIC_RELEASE);
+	__atomic_store_n(&shim_track_zap_hold, 1, __ATOMIC_RELEASE);
+}
+
+static void zap_hold_end(void)
+{
+	if (__atomic_exchange_n(&shim_track_zap_hold, 0, __ATOMIC_ACQ_REL))
+		RAW6(SYS_futex, &shim_track_zap_hold, FUTEX_WAKE_PRIVATE, 1 << 30, NULL, NULL, 0);
+}
+
+/* Does [s, s+len) touch memory tracked at the last cut?  Locked. */
+static bool tracked_locked(uint64_t s, uint64_t len)
+{
+	for (uint32_t i = 0; i < T.n; i++)
+		if (T.r[i].start < s + len && s < T.r[i].end)
+			return true;
+	return false;
+}
+
+void shim_track_zap_wait_slow(uint64_t start, uint64_t len)
+{
+	int err = errno;
+	bool touches = true;
+	if (shim_model_enter()) {
+		touches = T.active && tracked_locked(start, len ? len : UM_PAGE_SIZE);
+		shim_unlock();
+	}
+	while (touches && __atomic_load_n(&shim_track_zap_hold, __ATOMIC_ACQUIRE)) {
+		uint64_t now = shim_now_ns(), until = __atomic_load_n(&zap_hold_until, __ATOMIC_ACQUIRE);
+		if (now >= until) {
+			shim_log("dirty tracking: the monitor did not finish reading within 5 s; "
+				 "the app's call goes on");
+			zap_hold_end();
+			break;
+		}
+		uint64_t d = until - now < 100000000ull ? until - now : 100000000ull;
+		struct timespec ts = {0, (long)d};
+		RAW6(SYS_futex, &shim_track_zap_hold, FUTEX_WAIT_PRIVATE, 1, &ts, NULL, 0);
+	}
+	errno = err;
+}
+
+int shim_track_read_done(pid_t monitor)
+{
+	if (!T.active)
+		return -ENOENT;
+	if (monitor != T.monitor)
+		return -EBUSY;
+	zap_hold_end();
+	return 0;
+}
 
 /* ---- growable arrays from um_alloc ---- */
 static bool ranges_push(struct shim_track_out *o, const struct uctl_track_range *r)
@@ -607,6 +676,8 @@ static int do_cut(struct shim_track_out *o)
 			o->ranges[w++] = o->ranges[i];
 	o->nranges = w;
 	remember(o);
+	if (T.hold_zaps)
+		zap_hold_begin(); /* before the reply: the monitor reads next */
 	if (ordered)
 		shim_order_unlock();
 	cut_end();
@@ -640,6 +711,7 @@ int shim_track_start(pid_t monitor, const uint64_t (*sel)[2], uint32_t nsel, uin
 	memcpy(T.sel, sel, nsel * sizeof(T.sel[0]));
 	T.nsel = nsel;
 	T.augment = (flags & UCTL_TRACK_AUGMENT) != 0;
+	T.hold_zaps = (flags & UCTL_TRACK_HOLD_ZAPS) != 0;
 	T.monitor = monitor;
 	T.epoch = 0;
 	int pfd = (int)RAW2(SYS_pidfd_open, monitor, 0);
@@ -679,6 +751,7 @@ int shim_track_stop(pid_t monitor)
 	if (monitor && monitor != T.monitor)
 		return -EBUSY;
 	__atomic_store_n(&T.active, 0, __ATOMIC_RELEASE);
+	zap_hold_end();
 	bool ordered = shim_order_lock();
 	if (T.async_fd >= 0) {
 		int fd = T.async_fd;
@@ -742,6 +815,7 @@ void shim_track_after_fork_child(void)
 	memset(&T, 0, sizeof(T));
 	T.async_fd = T.pidfd = -1;
 	pump_running = 0;
+	shim_track_zap_hold = 0;
 }
 
 /* The same, called with the model lock held. */

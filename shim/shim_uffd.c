@@ -349,6 +349,11 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 	}
 	/* Before the order lock: a cut waits for marked calls in flight, and
 	 * then takes the order lock itself. */
+	if (req == UFFDIO_MOVE && arg) { /* takes the pages at src away */
+		struct uffdio_move mv;
+		if (safe_copy(&mv, arg, sizeof(mv)))
+			shim_track_zap_wait(mv.src, mv.len);
+	}
 	bool marked = shim_track_active() && marks_pages(req);
 	if (marked)
 		shim_track_op_begin();

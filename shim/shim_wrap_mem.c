@@ -1,6 +1,8 @@
 /* shim_wrap_mem.c - memory calls that change registrations behind the
  * app's back: munmap, mremap, madvise(DONTNEED/REMOVE), mmap(MAP_FIXED).
- * They cost one flag load unless this process has registered memory. */
+ * They cost one flag load unless this process has registered memory, and
+ * one more unless a dirty tracker is reading an epoch (then they wait:
+ * shim_track_zap_wait). */
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/mman.h>
@@ -43,6 +45,7 @@ static void unmapped(uint64_t start, uint64_t len)
 
 int munmap(void *addr, size_t len)
 {
+	shim_track_zap_wait((uint64_t)addr, len);
 	int r = (int)sys_result(RAW2(SYS_munmap, addr, len));
 	if (unlikely(have_ranges()) && r == 0)
 		unmapped((uint64_t)addr, len);
@@ -58,6 +61,9 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		want = va_arg(ap, void *);
 		va_end(ap);
 	}
+	shim_track_zap_wait((uint64_t)old, old_len);
+	if (flags & MREMAP_FIXED)
+		shim_track_zap_wait((uint64_t)want, new_len);
 	long rr = sys_result(RAW5(SYS_mremap, old, old_len, new_len, flags, want));
 	void *r = rr == -1 ? MAP_FAILED : (void *)rr;
 	if (unlikely(have_ranges()) && r != MAP_FAILED) {
@@ -84,8 +90,17 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 	return r;
 }
 
+/* Advice after which a page that was present reads as a new one. */
+static bool zaps(int advice)
+{
+	return advice == MADV_DONTNEED || advice == MADV_FREE || advice == MADV_REMOVE ||
+	       advice == 24 /* MADV_DONTNEED_LOCKED */;
+}
+
 int madvise(void *addr, size_t len, int advice)
 {
+	if (zaps(advice))
+		shim_track_zap_wait((uint64_t)addr, len);
 	int r = (int)sys_result(RAW3(SYS_madvise, addr, len, advice));
 	if (unlikely(have_ranges()) && r == 0 &&
 	    (advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == 24 /* DONTNEED_LOCKED */)) {
@@ -113,6 +128,8 @@ static void *mapped(void *r, void *addr, size_t len, int flags)
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	long r;
+	if (flags & MAP_FIXED)
+		shim_track_zap_wait((uint64_t)addr, len);
 	if (off & 4095) /* as glibc checks before the kernel sees it */
 		r = -EINVAL;
 	else
