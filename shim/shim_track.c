@@ -708,8 +708,31 @@ int shim_track_start(pid_t monitor, const uint64_t (*sel)[2], uint32_t nsel, uin
 	for (uint32_t i = 0; i < nsel; i++)
 		if (sel[i][0] >= sel[i][1] || (sel[i][0] | sel[i][1]) & (UM_PAGE_SIZE - 1))
 			return -EINVAL;
-	memcpy(T.sel, sel, nsel * sizeof(T.sel[0]));
-	T.nsel = nsel;
+	/* Sorted and merged: pieces go out in address order even when two
+	 * selections fall in one mapping. */
+	T.nsel = 0;
+	for (uint32_t i = 0; i < nsel; i++) {
+		uint32_t j = T.nsel++;
+		while (j > 0 && T.sel[j - 1][0] > sel[i][0]) {
+			T.sel[j][0] = T.sel[j - 1][0];
+			T.sel[j][1] = T.sel[j - 1][1];
+			j--;
+		}
+		T.sel[j][0] = sel[i][0];
+		T.sel[j][1] = sel[i][1];
+	}
+	uint32_t w = 0;
+	for (uint32_t i = 0; i < T.nsel; i++) {
+		if (w && T.sel[i][0] <= T.sel[w - 1][1]) {
+			if (T.sel[i][1] > T.sel[w - 1][1])
+				T.sel[w - 1][1] = T.sel[i][1];
+			continue;
+		}
+		T.sel[w][0] = T.sel[i][0];
+		T.sel[w][1] = T.sel[i][1];
+		w++;
+	}
+	T.nsel = w;
 	T.augment = (flags & UCTL_TRACK_AUGMENT) != 0;
 	T.hold_zaps = (flags & UCTL_TRACK_HOLD_ZAPS) != 0;
 	T.monitor = monitor;

@@ -131,6 +131,19 @@ int main(int argc, char **argv)
 		ok(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a peer with another uid gets -EPERM "
 		   "(child status %d, signal %d)", WIFEXITED(st) ? WEXITSTATUS(st) : -1, WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 
+	/* Dirty tracking requests out of turn or with unknown flags. */
+	struct uctl_hdr rd = {.magic = UCTL_REQ_MAGIC, .version = UCTL_VERSION,
+			      .op = UCTL_TRACK_READ_DONE};
+	is_int(send_raw(&rd, sizeof(rd), false), -ENOENT,
+	       "TRACK_READ_DONE while nothing is tracked: -ENOENT");
+	struct {
+		struct uctl_hdr h;
+		struct uctl_track_req r;
+	} ts = {{.magic = UCTL_REQ_MAGIC, .version = UCTL_VERSION, .op = UCTL_TRACK_START,
+		 .len = sizeof(struct uctl_track_req)},
+		{.flags = 0x80}};
+	is_int(send_raw(&ts, sizeof(ts), false), -EINVAL, "TRACK_START with an unknown flag: -EINVAL");
+
 	/* The app is unharmed: its state is intact and its uffd still works. */
 	is_int(ping_status(), 0, "the control socket still answers after all that");
 	is_int(shim_verify_self("after garbage"), 0, "model and kernel still agree");

@@ -529,9 +529,24 @@ static void test_verify(void)
 	um_state_free(&st);
 }
 
+/* pagemap entries: a uffd-wp PTE marker is not a page to read. */
+static void test_pm_entries(void)
+{
+	const uint64_t present = 1ull << 63, swap = 1ull << 62, wp = 1ull << 57;
+	ok(pf_pm_holds_page_given(present | 0x1234, false), "pagemap: a present page holds a page");
+	ok(!pf_pm_holds_page_given(0, true), "pagemap: a none entry holds none");
+	ok(!pf_pm_holds_page_given(swap | wp | 0x3f, true),
+	   "pagemap: a uffd-wp marker (swap type 31, offset 1) holds none, swap or not");
+	ok(pf_pm_holds_page_given(swap | wp | (7ull << 5) | 1, false),
+	   "pagemap: a swapped-out page (type 1) holds a page");
+	ok(!pf_pm_holds_page_given(swap | wp, false) && pf_pm_holds_page_given(swap | wp, true),
+	   "pagemap: a swap entry with the frame hidden is a marker only on a system without swap");
+}
+
 int main(void)
 {
 	test_text_parsers();
+	test_pm_entries();
 	test_own_proc();
 	int fd = uffd_create(O_CLOEXEC);
 	if (fd < 0) {

@@ -286,4 +286,53 @@ static inline int shim_serve_fault(int fd, const struct uffd_msg *m, const void 
 	return ioctl(fd, UFFDIO_COPY, &c);
 }
 
+/* `uffd-record track ARGS...` without the shim, its stdin and stdout on
+ * pipes (t->in: a newline cuts an epoch with --step, closing it stops the
+ * tracker; t->out: its epoch lines).  0, or -1 with errno. */
+struct shim_tracker {
+	pid_t pid;
+	FILE *in, *out;
+};
+
+static inline int shim_tracker_start(struct shim_tracker *t, char *const args[])
+{
+	extern char **environ;
+	char tool[PATH_MAX];
+	snprintf(tool, sizeof(tool), "%s/uffd-record", shim_build_dir());
+	char *av[32];
+	int na = 0;
+	av[na++] = tool;
+	for (int i = 0; args[i] && na < 31; i++)
+		av[na++] = args[i];
+	av[na] = NULL;
+	char **ev = calloc(256, sizeof(char *));
+	int k = 0;
+	for (int i = 0; ev && environ[i] && k < 255; i++)
+		if (strncmp(environ[i], "LD_PRELOAD=", 11) &&
+		    strncmp(environ[i], SHIM_TEST_MARKER "=", sizeof(SHIM_TEST_MARKER)))
+			ev[k++] = environ[i];
+	int pin[2], pout[2];
+	if (!ev || pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0) {
+		free(ev);
+		return -1;
+	}
+	fflush(NULL);
+	pid_t pid = vfork();
+	if (pid == 0) {
+		syscall(SYS_dup2, pin[0], 0);
+		syscall(SYS_dup2, pout[1], 1);
+		syscall(SYS_execve, tool, av, ev);
+		syscall(SYS_exit_group, 127);
+	}
+	free(ev);
+	close(pin[0]);
+	close(pout[1]);
+	if (pid < 0)
+		return -1;
+	t->pid = pid;
+	t->in = fdopen(pin[1], "w");
+	t->out = fdopen(pout[0], "r");
+	return 0;
+}
+
 #endif

@@ -137,54 +137,8 @@ static int app_uffd_setup(struct app *a)
 	return pthread_create(&a->thr, NULL, handler, a) == 0 ? 0 : -1;
 }
 
-/* ---- the tracker, with pipes on stdin and stdout ---- */
-struct tracker {
-	pid_t pid;
-	FILE *in, *out;
-};
-
-extern char **environ;
-
-static int tracker_start(struct tracker *t, char *const args[])
-{
-	char tool[PATH_MAX];
-	snprintf(tool, sizeof(tool), "%s/uffd-record", shim_build_dir());
-	char *av[32];
-	int na = 0;
-	av[na++] = tool;
-	for (int i = 0; args[i] && na < 31; i++)
-		av[na++] = args[i];
-	av[na] = NULL;
-	char **ev = calloc(256, sizeof(char *));
-	int k = 0;
-	for (int i = 0; environ[i] && k < 255; i++)
-		if (strncmp(environ[i], "LD_PRELOAD=", 11) && strncmp(environ[i], SHIM_TEST_MARKER "=",
-								       sizeof(SHIM_TEST_MARKER)))
-			ev[k++] = environ[i];
-	int pin[2], pout[2];
-	if (pipe2(pin, O_CLOEXEC) < 0 || pipe2(pout, O_CLOEXEC) < 0)
-		return -1;
-	fflush(NULL);
-	pid_t pid = vfork();
-	if (pid == 0) {
-		syscall(SYS_dup2, pin[0], 0);
-		syscall(SYS_dup2, pout[1], 1);
-		syscall(SYS_execve, tool, av, ev);
-		syscall(SYS_exit_group, 127);
-	}
-	free(ev);
-	close(pin[0]);
-	close(pout[1]);
-	if (pid < 0)
-		return -1;
-	t->pid = pid;
-	t->in = fdopen(pin[1], "w");
-	t->out = fdopen(pout[0], "r");
-	return 0;
-}
-
 /* Read tracker output until a line starting with prefix; copies it. */
-static bool tracker_expect(struct tracker *t, const char *prefix, char *line, size_t len)
+static bool tracker_expect(struct shim_tracker *t, const char *prefix, char *line, size_t len)
 {
 	while (fgets(line, (int)len, t->out)) {
 		note("tracker: %s", line);
@@ -259,9 +213,9 @@ static void run_kind(int kind, const char *tmp)
 	snprintf(pid, sizeof(pid), "%d", getpid());
 	char *args[] = {"track", pid, "-D", dir, "--range", range, "--step", "--verify",
 			"--augment-missing", "--dirty-log", logp, NULL};
-	struct tracker t;
+	struct shim_tracker t;
 	char line[512];
-	if (tracker_start(&t, args) < 0 || !tracker_expect(&t, "epoch 0", line, sizeof(line))) {
+	if (shim_tracker_start(&t, args) < 0 || !tracker_expect(&t, "epoch 0", line, sizeof(line))) {
 		skip(EPOCHS + 5, "%s: tracker did not start", kinds[kind].name);
 		return;
 	}
