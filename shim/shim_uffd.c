@@ -479,7 +479,10 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 		}
 		shim_unlock();
 	}
-	if (have && (ret == 0 || err == EAGAIN))
+	/* Only a call that began while tracking was on is marked: one that
+	 * began before may have lost the race to the first cut, which saves and
+	 * protects what it finds; a mark now would report the page again. */
+	if (marked && have && (ret == 0 || err == EAGAIN))
 		track_mark(req, &a);
 	if (marked)
 		shim_track_op_end();
