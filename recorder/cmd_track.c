@@ -79,8 +79,9 @@ static void usage(FILE *f)
 		"  --no-freeze     do not stop the process for the last epoch\n"
 		"  --verify        at the end, compare the chain with the live memory\n"
 		"  --dirty-log F   append \"EPOCH ADDR NPAGES\" lines of changed pages to F\n"
-		"  --augment-missing  add WP to the app's MISSING-only registrations (sync)\n"
-		"                  instead of saving their present pages every epoch (all)\n");
+		"  --no-augment-missing  save every present page of the app's MISSING-only\n"
+		"                  registrations every epoch (all) instead of adding WP to\n"
+		"                  them (sync, the default)\n");
 }
 
 /* The reply of START/CUT/INFO, checked. */
@@ -211,7 +212,7 @@ int cmd_track(int argc, char **argv)
 {
 	const char *dir = NULL, *log_path = NULL;
 	int interval_ms = 100, iterations = -1;
-	bool step = false, freeze = true, verify = false, quiet = false, augment = false;
+	bool step = false, freeze = true, verify = false, quiet = false, augment = true;
 	uint64_t sel[UCTL_TRACK_MAX_SEL][2];
 	uint32_t nsel = 0;
 	pid_t pid = 0;
@@ -236,8 +237,10 @@ int cmd_track(int argc, char **argv)
 			freeze = false;
 		else if (!strcmp(a, "--verify"))
 			verify = true;
-		else if (!strcmp(a, "--augment-missing"))
+		else if (!strcmp(a, "--augment-missing")) /* the default; kept for scripts */
 			augment = true;
+		else if (!strcmp(a, "--no-augment-missing"))
+			augment = false;
 		else if (!strcmp(a, "--quiet"))
 			quiet = true;
 		else if (!strcmp(a, "--dirty-log") && i + 1 < argc)

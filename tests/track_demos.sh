@@ -270,7 +270,7 @@ killed() {
 }
 
 # Each demo's uffd work lasts ~7 s at these pauses.
-tracked lazy_loader 4 end     # MISSING on anonymous memory: "all"
+tracked lazy_loader 4 end     # MISSING on anonymous memory: "sync" (WP added)
 tracked wp_snapshot 12 end    # its own WP: "sync"
 tracked minor_shmem 9 end     # MINOR on shmem: not tracked (shared)
 tracked scm_handoff 40 ""     # the owner ("all": its uffd is held by the handler) + the handler

@@ -7,9 +7,10 @@
 #     --interval 200 --verify` starts on the destination as soon as it waits
 #     for the migration, so the epochs cover pre-copy (pages written into
 #     guest RAM: the shim's own WP_ASYNC uffd), post-copy (the RAM registered
-#     MISSING with QEMU's uffd: "all", every present page each epoch) and the
-#     guest running after it.  It is stopped (SIGINT: last epoch frozen,
-#     verify) once the destination's guest has passed its memory check.
+#     MISSING with QEMU's uffd, to which the shim adds WP: "sync", exact dirty
+#     sets; no range may be tracked "all") and the guest running after it.
+#     It is stopped (SIGINT: last epoch frozen, verify) once the
+#     destination's guest has passed its memory check.
 # (b) background snapshot, tracking the SOURCE: a QEMU under the shim is
 #     tracked from before the snapshot starts (its RAM registered WP with
 #     QEMU's own uffd: "sync") until its guest has passed its check after the
@@ -41,7 +42,7 @@ ql_have_shim || ql_skip_all "build/libuffdshim.so or build/uffd-record missing (
 [ -x "$UFFDSHIM_BUILD/uffd-replay" ] || ql_skip_all "build/uffd-replay missing (run make)"
 "$UFFDSHIM_BUILD/uffd-record" track --help 2>/dev/null | grep -q 'uffd-record track' ||
     ql_skip_all "$UFFDSHIM_BUILD/uffd-record has no track command"
-PER_A=7
+PER_A=8
 PER_B=7
 ql_plan $((PER_A + PER_B))
 ql_diag "guest: $(cat "$QL_GUEST_DIR/kernel-package"), ${QL_MEM_MB} MiB, $QEMU $($QEMU --version | head -n1)"
@@ -50,7 +51,7 @@ declare -A TQ_TPID TQ_WPID TQ_CHECKED
 # tq_track NAME: start the tracker (and a fault watch) on QEMU NAME
 tq_track() {
     local name=$1 pid=${QL_QEMU_PID[$1]}
-    # TQ_TRACK_ARGS: more tracker options (e.g. --augment-missing), to investigate
+    # TQ_TRACK_ARGS: more tracker options (e.g. --no-augment-missing), to investigate
     # shellcheck disable=SC2086
     "$UFFDSHIM_BUILD/uffd-record" track "$pid" -D "$QL_WORK/$name.chain" --interval "$INTERVAL" \
         --verify ${TQ_TRACK_ARGS:-} >"$QL_WORK/$name.track" 2>&1 </dev/null &
@@ -190,6 +191,18 @@ run_postcopy() {
 
     rc=1; tq_stop "$dst" && rc=0
     ql_ok $rc "postcopy: tracker stopped (SIGINT) exits 0 after a frozen last epoch: 'verify: the chain matches the live memory'"
+    # Exact: QEMU's MISSING-only RAM registration is tracked "sync" (WP
+    # added), never "all" (every present page each epoch).
+    local nsync nall
+    nsync=$(grep -c '^epoch [0-9]*:.* [1-9][0-9]* sync' "$w/$dst.track")
+    nall=$(grep -c '^epoch [0-9]*:.* [1-9][0-9]* all)' "$w/$dst.track")
+    ql_diag "$dst: $nsync epochs with sync ranges, $nall with ranges tracked all"
+    rc=1
+    case " ${TQ_TRACK_ARGS:-} " in
+    *" --no-augment-missing "*) rc=0 ;;
+    *) [ "$nsync" -gt 0 ] && [ "$nall" = 0 ] && rc=0 ;;
+    esac
+    ql_ok $rc "postcopy: the destination's RAM registered MISSING by QEMU is tracked with WP through QEMU's uffd (sync: exact dirty sets), no range saved whole each epoch (all)"
     rc=1; tq_check "$dst" && rc=0
     ql_ok $rc "postcopy: uffd-replay check validates the destination's chain"
 

@@ -9,7 +9,8 @@ holding a uffd that serves PID's memory ("memory: another process (pid
 PID)").  For every registered range on PID's memory:
   - shared memory: not tracked at all (only private writable memory is);
   - a WP range of a uffd PID holds itself: "sync" (WP through the app's
-    uffd; a MISSING-only one too with --augment-missing, not used here);
+    uffd), and a MISSING-only one too (the shim adds WP: the tracker's
+    default, unless --no-augment-missing);
   - any other range: "all" (the kernel takes one uffd per range: the shim's
     own WP_ASYNC uffd cannot register it; every present page each epoch).
 Every page of a private range must be in tracked ranges of that mode.
@@ -56,8 +57,8 @@ def main():
     for s, e, modes, share, own in ranges:
         if share == "shared":
             want = None
-        elif own and "WP" in modes.split("|"):
-            want = "sync"  # WP through the app's uffd
+        elif own and ("WP" in modes.split("|") or modes == "MISSING"):
+            want = "sync"  # WP through the app's uffd (added to a MISSING-only one)
         else:
             want = "all"
         cover = [(max(s, a), min(e, b), m) for a, b, m in tracked if a < e and s < b]
