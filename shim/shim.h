@@ -199,6 +199,8 @@ void shim_track_after_fork_child(void) SHIM_HIDDEN;
 /* The app's uffd call changed [start, start+len) (fill, unprotect, move). */
 void shim_track_mark(uint64_t start, uint64_t len) SHIM_HIDDEN;
 void shim_track_mark_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
+/* The app sent uffd id to another process: our WP bits on it go. Locked. */
+void shim_track_sent_away_locked(uint32_t id) SHIM_HIDDEN;
 /* The monitor has read the last cut's pages: the held zaps go on. */
 int shim_track_read_done(pid_t monitor) SHIM_HIDDEN;
 /* Before the app's call takes pages of [start, start+len) away (munmap,

@@ -198,7 +198,18 @@ static uint32_t kind_of(const struct um_mapping *m)
 struct app_range {
 	uint64_t s, e, modes;
 	uint32_t id;
+	bool sent;  /* the uffd went to another process (SCM_RIGHTS) */
 };
+
+/* Was uffd u sent to another process?  Its messages may be read there, by
+ * a process whose shim knows nothing of our protections.  Locked. */
+static bool sent_away_locked(const struct um_uffd *u)
+{
+	for (uint32_t k = 0; k < G.nshared; k++)
+		if (G.shared_inos[k] == u->ino)
+			return true;
+	return false;
+}
 
 /* The app's registrations of this process's memory, sorted. Locked. */
 static uint32_t app_ranges_locked(struct app_range *out, uint32_t cap)
@@ -210,7 +221,7 @@ static uint32_t app_ranges_locked(struct app_range *out, uint32_t cap)
 			continue;
 		for (uint32_t k = 0; k < u->nranges && n < cap; k++) {
 			struct app_range a = {u->ranges[k].start, u->ranges[k].end,
-					      u->ranges[k].modes, u->id};
+					      u->ranges[k].modes, u->id, sent_away_locked(u)};
 			uint32_t j = n++;
 			while (j > 0 && out[j - 1].s > a.s) {
 				out[j] = out[j - 1];
@@ -251,9 +262,10 @@ static void split_by_app(struct shim_track_out *o, const struct um_mapping *m, u
 		uint64_t as = ar[i].s > cur ? ar[i].s : cur;
 		uint64_t ae = ar[i].e < e ? ar[i].e : e;
 		/* The app's own WP registration carries our bits; a MISSING-only
-		 * one gets WP added (augmented: the app still sees its modes). */
-		bool wp = ar[i].modes & UFFDIO_REGISTER_MODE_WP;
-		bool aug = !wp && ar[i].modes == UFFDIO_REGISTER_MODE_MISSING && T.augment;
+		 * one gets WP added (augmented: the app still sees its modes).
+		 * Not through a uffd another process may read. */
+		bool wp = (ar[i].modes & UFFDIO_REGISTER_MODE_WP) && !ar[i].sent;
+		bool aug = !ar[i].sent && ar[i].modes == UFFDIO_REGISTER_MODE_MISSING && T.augment;
 		piece(o, m, as, ae, wp || aug ? UCTL_TM_SYNC : UCTL_TM_ALL, ar[i].id);
 		if (aug)
 			o->ranges[o->nranges - 1].flags |= UCTL_TR_AUGMENTED;
@@ -397,6 +409,17 @@ static int carrier_fd_locked(uint32_t id)
  * (shim_nest_deliver), so the app still sees each of its messages once. */
 static int pump_running;
 
+/* Does uffd id still carry a sync range?  Not once tracking stopped or the
+ * uffd went to another process (whose messages are not ours to take).
+ * Locked. */
+static bool still_sync_locked(uint32_t id)
+{
+	for (uint32_t i = 0; T.active && i < T.n; i++)
+		if (T.r[i].mode == UCTL_TM_SYNC && T.r[i].carrier_id == id)
+			return true;
+	return false;
+}
+
 static void *pump_main(void *arg)
 {
 	(void)arg;
@@ -443,7 +466,7 @@ static void *pump_main(void *arg)
 			/* Under the lock: the app cannot close and reuse the number
 			 * meanwhile; RWF_NOWAIT: never block holding it. */
 			shim_lock();
-			if (carrier_fd_locked(ids[k]) == p[k].fd)
+			if (carrier_fd_locked(ids[k]) == p[k].fd && still_sync_locked(ids[k]))
 				r = RAW6(SYS_preadv2, p[k].fd, &iov, 1, -1L, 0, RWF_NOWAIT);
 			shim_unlock();
 			if (r <= 0)
@@ -764,6 +787,38 @@ int shim_track_info(struct shim_track_out *o)
 	return 0;
 }
 
+/* Unprotect, through the app's uffd, the pages of sync range r that the app
+ * does not hold itself.  Locked. */
+static void release_sync_locked(const struct uctl_track_range *r)
+{
+	struct um_uffd *u = r->mode == UCTL_TM_SYNC ? um_uffd_by_id(&G.model, r->carrier_id) : NULL;
+	if (!u || !u->nfds)
+		return;
+	for (uint64_t a = r->start; a < r->end;) {
+		uint64_t b = a;
+		while (b < r->end && !um_wp_test(&u->wp, b))
+			b += UM_PAGE_SIZE;
+		if (b > a)
+			wp_range(u->fds[0], a, b, false);
+		while (b < r->end && um_wp_test(&u->wp, b))
+			b += UM_PAGE_SIZE;
+		a = b;
+	}
+}
+
+/* The app sent uffd id to another process (SCM_RIGHTS): a WP fault of ours
+ * could be read there, by a shim that knows nothing of our protections.
+ * Give them back now; the next cut tracks those ranges "all" (saved whole,
+ * so nothing written meanwhile is lost).  Locked. */
+void shim_track_sent_away_locked(uint32_t id)
+{
+	for (uint32_t i = 0; T.active && i < T.n; i++)
+		if (T.r[i].mode == UCTL_TM_SYNC && T.r[i].carrier_id == id) {
+			release_sync_locked(&T.r[i]);
+			T.r[i].mode = 0; /* new at the next cut */
+		}
+}
+
 /* Give back every page we hold.  The shim's own uffd goes (closing it
  * unregisters and clears its bits); on the app's uffds the pages the app
  * does not hold itself are unprotected. */
@@ -784,24 +839,8 @@ int shim_track_stop(pid_t monitor)
 		T.async_fd = -1;
 	}
 	shim_lock();
-	for (uint32_t i = 0; i < T.n; i++) {
-		struct uctl_track_range *r = &T.r[i];
-		if (r->mode != UCTL_TM_SYNC)
-			continue;
-		struct um_uffd *u = um_uffd_by_id(&G.model, r->carrier_id);
-		if (!u || !u->nfds)
-			continue;
-		for (uint64_t a = r->start; a < r->end;) {
-			uint64_t b = a;
-			while (b < r->end && !um_wp_test(&u->wp, b))
-				b += UM_PAGE_SIZE;
-			if (b > a)
-				wp_range(u->fds[0], a, b, false);
-			while (b < r->end && um_wp_test(&u->wp, b))
-				b += UM_PAGE_SIZE;
-			a = b;
-		}
-	}
+	for (uint32_t i = 0; i < T.n; i++)
+		release_sync_locked(&T.r[i]);
 	um_wp_free(&T.marks);
 	shim_unlock();
 	if (ordered)

@@ -80,9 +80,34 @@ static bool fdinfo_api(int fd, uint64_t *features, uint64_t *ioctls)
 	return true;
 }
 
+/* Before a uffd leaves: dirty tracking's WP bits on it go (a WP fault of
+ * ours must not be read by the receiver, whose shim knows nothing of them;
+ * done first, so none is queued when the receiver can read). */
+static void before_send(const struct msghdr *msg)
+{
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR((struct msghdr *)msg, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+		int *fds = (int *)CMSG_DATA(c);
+		for (int i = 0; i < n; i++)
+			if (shim_fd_kind(fds[i]) == FD_UFFD && shim_model_enter()) {
+				struct um_uffd *u = um_uffd_by_fd(&G.model, fds[i]);
+				if (u)
+					shim_track_sent_away_locked(u->id);
+				shim_unlock();
+			}
+	}
+}
+
 ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
 {
 	ENSURE_INIT();
+	if (msg && msg->msg_controllen >= sizeof(struct cmsghdr) && shim_track_active()) {
+		int err = errno;
+		before_send(msg);
+		errno = err;
+	}
 	ssize_t r = real.sendmsg(sock, msg, flags);
 	if (r < 0 || !msg || !msg->msg_controllen)
 		return r;
@@ -103,6 +128,7 @@ ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
 					known |= G.shared_inos[k] == u->ino;
 				if (u && u->mm_pid == G.pid && !known && G.nshared < 32)
 					G.shared_inos[G.nshared++] = u->ino;
+
 				shim_unlock();
 			}
 			if (shim_tracing)
