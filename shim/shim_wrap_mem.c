@@ -97,21 +97,36 @@ static bool zaps(int advice)
 	       advice == 24 /* MADV_DONTNEED_LOCKED */;
 }
 
+/* Advice for which the kernel sends UFFD_EVENT_REMOVE (before it zaps). */
+static bool removes(int advice)
+{
+	return advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == 24 /* DONTNEED_LOCKED */;
+}
+
 int madvise(void *addr, size_t len, int advice)
 {
 	if (zaps(advice))
 		shim_track_zap_wait((uint64_t)addr, len);
-	int r = (int)sys_result(RAW3(SYS_madvise, addr, len, advice));
-	if (unlikely(have_ranges()) && r == 0 &&
-	    (advice == MADV_DONTNEED || advice == MADV_REMOVE || advice == 24 /* DONTNEED_LOCKED */)) {
+	/* Nested clients that asked for REMOVE get it before the pages go, as
+	 * the kernel sends its own, and the caller waits until they read it. */
+	bool ev = unlikely(have_ranges()) && removes(advice) && len && !((uint64_t)addr & 4095);
+	if (ev) {
 		int err = errno;
 		if (shim_model_enter()) {
 			uint32_t hold = shim_nest_mem_event_locked(UFFD_EVENT_REMOVE, (uint64_t)addr,
 								   len, 0);
-			um_mem_dontneed(&G.model, G.pid, (uint64_t)addr, len);
 			shim_unlock();
 			if (hold)
 				shim_nest_event_wait(hold);
+		}
+		errno = err;
+	}
+	int r = (int)sys_result(RAW3(SYS_madvise, addr, len, advice));
+	if (unlikely(have_ranges()) && r == 0 && removes(advice)) {
+		int err = errno;
+		if (shim_model_enter()) {
+			um_mem_dontneed(&G.model, G.pid, (uint64_t)addr, len);
+			shim_unlock();
 		}
 		errno = err;
 	}
