@@ -60,7 +60,8 @@ enum uctl_op {
 			       * then nbells doorbell page addresses (uint64_t),
 			       * then nforced uffd ids (uint64_t) whose file is
 			       * O_NONBLOCK in the kernel while the app's view
-			       * is blocking (docs/design.md "Nesting") */
+			       * is blocking, then nghosts fds of carriers the
+			       * app closed, kept (docs/design.md "Nesting") */
 };
 
 struct uctl_hdr {
@@ -86,7 +87,9 @@ struct uctl_nest_info {
 	uint32_t nspans;
 	uint32_t nbells;
 	uint32_t nforced;     /* uffd ids whose file the shim made non-blocking */
-	uint32_t reserved;
+	uint32_t nghosts;     /* fds (uint64_t, after the forced ids) of closed
+			       * carriers' uffds the shim keeps for the other
+			       * clients (docs/design.md "Nesting") */
 };
 
 struct uctl_mon_open {

@@ -70,7 +70,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: uffd-record track PID -D DIR [--interval MS] [--iterations N] [--step]\n"
 		"                         [--range START-END]... [--no-freeze] [--verify]\n"
-		"                         [--dirty-log FILE] [--quiet]\n"
+		"                         [--dirty-log FILE] [--quiet] [--no-augment-missing]\n"
 		"  Write-protects the private writable memory of a shimmed process (or the\n"
 		"  given ranges) and writes DIR/epoch-0000 (every present page), then one\n"
 		"  incremental epoch per interval with the pages written since the last.\n"

@@ -20,8 +20,9 @@ static int nest_fetch(struct uctl_conn *c, struct track_info *t)
 		return -1;
 	}
 	memcpy(&ni, reply, sizeof(ni));
-	if (ni.nspans > 4096 || ni.nbells > 4096 || ni.nforced > 4096 ||
-	    len != sizeof(ni) + ni.nspans * 24ull + ni.nbells * 8ull + ni.nforced * 8ull) {
+	if (ni.nspans > 4096 || ni.nbells > 4096 || ni.nforced > 4096 || ni.nghosts > 4096 ||
+	    len != sizeof(ni) + ni.nspans * 24ull + ni.nbells * 8ull + ni.nforced * 8ull +
+			   ni.nghosts * 8ull) {
 		free(reply);
 		return -1;
 	}
@@ -32,6 +33,10 @@ static int nest_fetch(struct uctl_conn *c, struct track_info *t)
 	t->nforced = ni.nforced;
 	t->forced = g_memdup2((char *)reply + sizeof(ni) + ni.nspans * 24ull + ni.nbells * 8ull,
 			      ni.nforced * 8ull);
+	t->nghosts = ni.nghosts;
+	t->ghosts = g_memdup2((char *)reply + sizeof(ni) + ni.nspans * 24ull + ni.nbells * 8ull +
+				      ni.nforced * 8ull,
+			      ni.nghosts * 8ull);
 	free(reply);
 	return 0;
 }
@@ -73,6 +78,7 @@ void track_info_free(struct track_info *t)
 	g_free(t->nest);
 	g_free(t->bells);
 	g_free(t->forced);
+	g_free(t->ghosts);
 	g_free(t->ranges);
 	memset(t, 0, sizeof(*t));
 }
@@ -81,7 +87,8 @@ struct verify_tracking track_info_overlay(const struct track_info *t)
 {
 	struct verify_tracking v = {.async_fd = -1, .nest = (const uint64_t(*)[3])t->nest,
 				    .nnest = t->nnest, .bells = t->bells, .nbells = t->nbells,
-				    .forced = t->forced, .nforced = t->nforced};
+				    .forced = t->forced, .nforced = t->nforced,
+				    .ghosts = t->ghosts, .nghosts = t->nghosts};
 	if (t->on) {
 		v.async_fd = t->rep.async_fd;
 		v.ranges = t->ranges;

@@ -20,6 +20,8 @@ struct track_info {
 	uint32_t nbells;
 	uint64_t *forced;
 	uint32_t nforced;
+	uint64_t *ghosts;
+	uint32_t nghosts;
 };
 
 /* Ask the shim on c (an open connection).  Returns 0 (t->on tells whether

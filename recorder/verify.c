@@ -775,6 +775,14 @@ static int check_unknown_fds(const struct um_state *st, pid_t pid, struct verify
 			    "(WP_ASYNC, invisible to the app)", fds[i]);
 			continue;
 		}
+		bool ghost = false;
+		for (uint32_t k = 0; trk_now && k < trk_now->nghosts; k++)
+			ghost |= trk_now->ghosts[k] == (uint64_t)fds[i];
+		if (ghost) {
+			add(r, VK_NOTE, VC_FDS, 0, "fd %d is a uffd the app closed that the shim "
+			    "keeps: its registration serves other clients (nesting)", fds[i]);
+			continue;
+		}
 		uint64_t ino = 0;
 		char who[96] = "";
 		if (pf_fd_ino(pid, fds[i], &ino) == 0) {

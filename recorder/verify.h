@@ -100,6 +100,10 @@ struct verify_tracking {
 	 * view stays blocking */
 	const uint64_t *forced;
 	uint32_t nforced;
+	/* fds of uffds the app closed that the shim keeps: they carry nested
+	 * memory for other clients */
+	const uint64_t *ghosts;
+	uint32_t nghosts;
 };
 int verify_state_tracked(const struct um_state *st, const struct um_state *foreign,
 			 const struct verify_tracking *trk, pid_t pid, struct verify_report *r);

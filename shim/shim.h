@@ -222,6 +222,14 @@ const char *shim_track_describe(uint64_t page) SHIM_HIDDEN;
  * falls between the kernel call and the mark). */
 void shim_track_op_begin(void) SHIM_HIDDEN;
 void shim_track_op_end(void) SHIM_HIDDEN;
+/* The pump's view of tracking: the app uffds it reads for our WP faults. */
+uint32_t shim_track_pump_carriers_locked(uint32_t *ids, uint32_t cap) SHIM_HIDDEN;
+bool shim_track_pumps_locked(uint32_t id) SHIM_HIDDEN;
+
+/* ---- shim_pump.c: reads uffds no app thread may be reading ---- */
+void shim_pump_start(void) SHIM_HIDDEN;
+void shim_pump_after_fork_child(void) SHIM_HIDDEN;
+
 /* Remove our WP faults from what read() returned; returns the new length. */
 ssize_t shim_track_filter(int fd, void *buf, ssize_t n) SHIM_HIDDEN;
 
@@ -237,10 +245,18 @@ bool shim_nest_touches_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
 long shim_nest_unregister(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
 long shim_nest_unprotect(int fd, uint64_t start, uint64_t len, uint64_t mode) SHIM_HIDDEN;
 void shim_nest_after_resolve(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
+void shim_nest_after_unregister(int fd, uint64_t start, uint64_t len) SHIM_HIDDEN;
 /* Route what read() returned: keep fd's own, queue the others' (doorbell),
  * expand fd's doorbell into its queued messages.  cap: the caller's buffer. */
 ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap) SHIM_HIDDEN;
 void shim_nest_prune_locked(void) SHIM_HIDDEN;
+/* shim_nest_ghost.c: the app is about to close fd (locked); the pump's view
+ * of nesting (orphaned carriers to read after the app, ghosts to read). */
+void shim_nest_before_close_locked(int fd) SHIM_HIDDEN;
+uint32_t shim_nest_pump_carriers_locked(uint32_t *ids, uint32_t n, uint32_t cap) SHIM_HIDDEN;
+bool shim_nest_pumps_locked(uint32_t id) SHIM_HIDDEN;
+uint32_t shim_nest_pump_ghosts_locked(int *fds, int *slots, uint32_t cap) SHIM_HIDDEN;
+void shim_nest_ghost_read(int slot) SHIM_HIDDEN;
 /* The app's munmap/mremap/madvise on nested memory: events for the clients
  * that asked, where the kernel makes none for them.  Locked.  Returns the
  * clients to wait for (shim_nest_event_wait, after unlocking). */
@@ -266,8 +282,9 @@ void shim_nest_forked_locked(struct um_uffd *forked) SHIM_HIDDEN;
 int shim_nest_fork_prepare(void) SHIM_HIDDEN;
 void shim_nest_fork_child_wait(int expect) SHIM_HIDDEN;
 void shim_nest_fork_parent_wait(void) SHIM_HIDDEN;
-uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells, uint32_t *nbells,
-				uint64_t *forced, uint32_t *nforced) SHIM_HIDDEN;
+uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells,
+				uint32_t *nbells, uint64_t *forced, uint32_t *nforced,
+				uint64_t *ghosts, uint32_t *nghosts) SHIM_HIDDEN;
 void shim_nest_after_fork_child(void) SHIM_HIDDEN;
 
 /* ---- shim_monitor.c: external monitors (uffdshim_ctl.h UCTL_MON_*) ---- */

@@ -258,15 +258,16 @@ static bool serve(int fd)
 			ok = shim_ctl_reply(fd, h.op, 0, NULL, 0);
 			break;
 		case UCTL_NEST_INFO: {
-			static uint64_t sp[256][3], bells[16], forced[16];
+			static uint64_t sp[256][3], bells[16], forced[16], ghosts[16];
 			struct uctl_nest_info ni = {0};
 			if (!quiesced)
 				shim_lock();
 			ni.nspans = shim_nest_spans_locked(sp, 256, bells, &ni.nbells, forced,
-							   &ni.nforced);
+							   &ni.nforced, ghosts, &ni.nghosts);
 			if (!quiesced)
 				shim_unlock();
-			static uint8_t out[sizeof(ni) + sizeof(sp) + sizeof(bells) + sizeof(forced)];
+			static uint8_t out[sizeof(ni) + sizeof(sp) + sizeof(bells) + sizeof(forced) +
+					   sizeof(ghosts)];
 			size_t off = 0;
 			memcpy(out, &ni, sizeof(ni));
 			off += sizeof(ni);
@@ -276,6 +277,8 @@ static bool serve(int fd)
 			off += ni.nbells * 8u;
 			memcpy(out + off, forced, ni.nforced * 8u);
 			off += ni.nforced * 8u;
+			memcpy(out + off, ghosts, ni.nghosts * 8u);
+			off += ni.nghosts * 8u;
 			ok = shim_ctl_reply(fd, h.op, 0, out, (uint32_t)off);
 			break;
 		}

@@ -112,6 +112,7 @@ void shim_after_fork_child(void)
 	shim_update_own_ranges();
 	shim_trace_after_fork_child();
 	shim_track_after_fork_child();
+	shim_pump_after_fork_child();
 	shim_nest_after_fork_child();
 	shim_ctl_after_fork_child();
 }

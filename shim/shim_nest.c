@@ -69,7 +69,23 @@ struct client *nest_client_by_fd(int fd)
 static int fd_of(uint32_t id)
 {
 	struct um_uffd *u = um_uffd_by_id(&G.model, id);
-	return u && u->nfds ? u->fds[0] : -1;
+	return u && u->nfds ? u->fds[0] : nest_ghost_fd(id);
+}
+
+struct span *nest_span_at(uint64_t addr)
+{
+	return span_at(addr);
+}
+
+uint32_t nest_others(const struct span *s, uint32_t id)
+{
+	uint32_t n = 0;
+	for (uint32_t k = 0; k < G.model.nuffds; k++) {
+		const struct um_uffd *u = G.model.uffds[k];
+		n += u->id != id && u->nfds && (!u->mm_pid || u->mm_pid == G.pid) &&
+		     um_range_find(u, s->start) != NULL;
+	}
+	return n;
 }
 
 /* Is [s, e) one of the shim's doorbell pages (dirty tracking skips them)? */
@@ -133,7 +149,7 @@ static bool span_add(uint64_t s, uint64_t e, uint32_t carrier, uint64_t kmodes)
 		nest_spans[j] = nest_spans[j - 1];
 		j--;
 	}
-	nest_spans[j] = (struct span){s, e, carrier, kmodes, 0};
+	nest_spans[j] = (struct span){s, e, carrier, kmodes, 0, 0};
 	return true;
 }
 
@@ -446,6 +462,16 @@ static void resolve_unwanted(int fd, uint64_t page, uint64_t flags)
 	}
 }
 
+uint32_t nest_route(const struct span *s, uint64_t page, uint64_t flags)
+{
+	return route(s, page, flags);
+}
+
+void nest_resolve_unwanted(int fd, uint64_t page, uint64_t flags)
+{
+	resolve_unwanted(fd, page, flags);
+}
+
 ssize_t shim_nest_filter(int fd, void *buf, ssize_t n, size_t cap)
 {
 	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE) ||
@@ -637,6 +663,11 @@ static void wake_carriers(int fd, uint64_t start, uint64_t len, bool also_own)
 		nest_kwake(w[i].fd, w[i].s, w[i].e);
 }
 
+void shim_nest_after_unregister(int fd, uint64_t start, uint64_t len)
+{
+	wake_carriers(fd, start, len, true);
+}
+
 /* Does a client other than self hold page p protected?  Locked. */
 static bool held_by_other(uint32_t self, uint64_t p)
 {
@@ -680,6 +711,7 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
 {
 	uint64_t end = start + len;
 	long rc = 0;
+	bool orphaned = false;
 	shim_lock();
 	struct um_uffd *me = um_uffd_by_fd(&G.model, fd);
 	uint32_t self = me ? me->id : 0;
@@ -703,39 +735,30 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
 			int cfd = fd_of(s->carrier_id);
 			if (cfd >= 0)
 				nest_kwake(cfd, a, b);
-		} else {
-			/* We carry it for others: hand the kernel registration to
-			 * the next client (a short window without one). */
-			uint32_t next = 0;
-			uint64_t nmodes = 0;
-			for (uint32_t i = 0; i < G.model.nuffds && !next; i++) {
-				struct um_uffd *u = G.model.uffds[i];
-				const struct um_range *r = u->id == self ? NULL : um_range_find(u, a);
-				if (r && (!u->mm_pid || u->mm_pid == G.pid) && u->nfds) {
-					next = u->id;
-					nmodes = r->modes;
-				}
-			}
+		} else if (nest_others(s, self) == 0) { /* nobody to keep it for */
 			struct uffdio_range r = {a, b - a};
 			rc = nest_kcall(fd, UFFDIO_UNREGISTER, &r);
-			int nfd = fd_of(next);
-			if (rc == 0 && nfd >= 0) {
-				struct uffdio_register reg = {.range = {a, b - a}, .mode = nmodes};
-				nest_kcall(nfd, UFFDIO_REGISTER, &reg);
-				struct um_uffd *nu = um_uffd_by_id(&G.model, next);
-				for (uint64_t p = a; nu && p < b; p += UM_PAGE_SIZE)
-					if (um_wp_test(&nu->wp, p)) {
-						struct uffdio_writeprotect w = {{p, UM_PAGE_SIZE},
-										UFFDIO_WRITEPROTECT_MODE_WP};
-						nest_kcall(nfd, UFFDIO_WRITEPROTECT, &w);
-					}
-				s->carrier_id = next;
-				s->kmodes = nmodes;
-			}
+		} else {
+			/* We carry it for others: the kernel registration stays
+			 * (handing it to another uffd would leave a moment with
+			 * none, when a fault is filled as if no uffd were there).
+			 * Our part goes: the pages only we held become writable;
+			 * our waiters are woken once the model forgets our range
+			 * (nest_wake), and fault again for the next client.  The
+			 * pump reads our fd for them if our app stops reading it. */
+			for (uint64_t p = a; p < b; p += UM_PAGE_SIZE)
+				if (me && um_wp_test(&me->wp, p) && !held_by_other(self, p)) {
+					struct uffdio_writeprotect w = {{p, UM_PAGE_SIZE},
+									UFFDIO_WRITEPROTECT_MODE_DONTWAKE};
+					nest_kcall(fd, UFFDIO_WRITEPROTECT, &w);
+				}
+			orphaned = true;
 		}
 		a = b;
 	}
 	shim_unlock();
+	if (orphaned)
+		shim_pump_start();
 	return rc;
 }
 
@@ -753,6 +776,13 @@ void shim_nest_carrier_gone_locked(uint32_t id)
 		struct span *s = &nest_spans[i];
 		if (s->carrier_id != id)
 			continue;
+		if (s->ghost) {
+			/* A ghost keeps carrying it.  Faults the app's reader had
+			 * read but not resolved are woken, as the kernel's release
+			 * of the file would: they fault again, for the others. */
+			nest_kwake(nest_ghosts[s->ghost - 1].fd, s->start, s->end);
+			continue;
+		}
 		for (uint32_t k = 0; k < G.model.nuffds; k++) {
 			struct um_uffd *u = G.model.uffds[k];
 			const struct um_range *r = um_range_find(u, s->start);
@@ -775,21 +805,57 @@ void shim_nest_carrier_gone_locked(uint32_t id)
 	shim_nest_prune_locked();
 }
 
-/* After unregister/close: spans with fewer than two clients end. Locked. */
+/* The kernel registration of span s on carrier fd cfd where the carrier has
+ * no range of its own any more (it was kept for the others, who are gone):
+ * undone, as the carrier's UNREGISTER would have.  Locked. */
+static void drop_orphaned(const struct span *s, const struct um_uffd *car, int cfd)
+{
+	for (uint64_t p = s->start; p < s->end;) {
+		const struct um_range *r = um_range_find(car, p);
+		if (r) {
+			p = r->end;
+			continue;
+		}
+		uint64_t q = s->end;
+		for (uint32_t k = 0; k < car->nranges; k++)
+			if (car->ranges[k].start > p && car->ranges[k].start < q)
+				q = car->ranges[k].start;
+		struct uffdio_range rg = {p, q - p};
+		nest_kcall(cfd, UFFDIO_UNREGISTER, &rg);
+		p = q;
+	}
+}
+
+/* After unregister/close: a span ends when no client but its carrier is
+ * left.  A carrier that unregistered or closed (a ghost) keeps carrying it
+ * for the others; when they are gone too, its kernel registration goes.
+ * Locked. */
 void shim_nest_prune_locked(void)
 {
 	uint32_t w = 0;
+	bool ghost_dropped[MAX_GHOSTS] = {false};
 	for (uint32_t i = 0; i < nest_nspans; i++) {
-		uint32_t n = 0;
-		for (uint32_t k = 0; k < G.model.nuffds; k++)
-			n += um_range_find(G.model.uffds[k], nest_spans[i].start) != NULL;
-		struct um_uffd *car = um_uffd_by_id(&G.model, nest_spans[i].carrier_id);
-		bool carrier_alive = car != NULL;
-		bool aug_alive = nest_spans[i].augmented && car && um_range_find(car, nest_spans[i].start);
-		if ((n >= 2 && carrier_alive) || aug_alive)
-			nest_spans[w++] = nest_spans[i];
+		struct span s = nest_spans[i];
+		struct um_uffd *car = um_uffd_by_id(&G.model, s.carrier_id);
+		bool aug_alive = s.augmented && car && um_range_find(car, s.start);
+		if (aug_alive || ((car || s.ghost) && nest_others(&s, s.carrier_id) >= 1)) {
+			nest_spans[w++] = s;
+			continue;
+		}
+		if (car && car->nfds)
+			drop_orphaned(&s, car, car->fds[0]);
+		if (s.ghost) {
+			/* Unregistered now: the close of the ghost may come later
+			 * (the pump's poll holds the file meanwhile). */
+			struct uffdio_range rg = {s.start, s.end - s.start};
+			nest_kcall(nest_ghosts[s.ghost - 1].fd, UFFDIO_UNREGISTER, &rg);
+			ghost_dropped[s.ghost - 1] = true;
+		}
 	}
 	nest_nspans = w;
+	for (int g = 0; g < MAX_GHOSTS; g++) /* closing a ghost drops its registrations */
+		if (ghost_dropped[g])
+			nest_ghost_release(g);
 	int naug = 0;
 	for (uint32_t i = 0; i < nest_nspans; i++)
 		naug += nest_spans[i].augmented;
@@ -799,8 +865,13 @@ void shim_nest_prune_locked(void)
 /* Spans for status --verify: fills up to cap (start, end, kmodes), returns
  * the count; and the doorbell pages. Locked by the caller. */
 uint32_t shim_nest_spans_locked(uint64_t (*out)[3], uint32_t cap, uint64_t *bells,
-				uint32_t *nbells, uint64_t *forced, uint32_t *nforced)
+				uint32_t *nbells, uint64_t *forced, uint32_t *nforced,
+				uint64_t *ghosts, uint32_t *nghosts)
 {
+	*nghosts = 0;
+	for (int g = 0; g < MAX_GHOSTS; g++)
+		if (nest_ghosts[g].fd >= 0)
+			ghosts[(*nghosts)++] = (uint64_t)nest_ghosts[g].fd;
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < nest_nspans && n < cap; i++, n++) {
 		out[n][0] = nest_spans[i].start;
@@ -823,6 +894,7 @@ void shim_nest_after_fork_child(void)
 	/* The bell threads did not survive; the child's mappings lost the
 	 * registrations of uffds without EVENT_FORK.  Nesting starts afresh. */
 	nest_clients_after_fork_child();
+	nest_ghosts_after_fork_child();
 	nest_nspans = 0;
 	shim_nest_on = 0;
 	shim_nest_naug = 0;

@@ -32,7 +32,19 @@ struct span {
 	uint32_t carrier_id;
 	uint64_t kmodes;        /* modes of the kernel registration (a superset) */
 	int augmented;          /* WP added for dirty tracking, one client */
+	int ghost;              /* 1 + slot in nest_ghosts: the carrier closed its
+				 * uffd, the shim keeps the file for the others */
 };
+
+/* A carrier's uffd file the app closed while other clients still used its
+ * kernel registration: kept open (hidden) so that registration never lapses,
+ * read by the pump (shim_pump.c), closed when no span needs it. */
+#define MAX_GHOSTS 16
+struct ghost {
+	int fd;                 /* hidden; -1: slot free */
+	uint32_t id;            /* the model id the uffd had */
+};
+extern struct ghost nest_ghosts[MAX_GHOSTS] SHIM_HIDDEN;
 
 /* A uffd that shares memory with others, or that gets messages the shim
  * read for it: an inbox, and ways to wake its readers. */
@@ -81,9 +93,19 @@ static inline void nest_kwake(int fd, uint64_t s, uint64_t e)
 	nest_kcall(fd, UFFDIO_WAKE, &r);
 }
 
-/* lookups (shim_nest.c) */
+/* lookups and routing (shim_nest.c) */
 struct client *nest_client_of(uint32_t id) SHIM_HIDDEN;
 struct client *nest_client_by_fd(int fd) SHIM_HIDDEN;
+struct span *nest_span_at(uint64_t addr) SHIM_HIDDEN;
+uint32_t nest_route(const struct span *s, uint64_t page, uint64_t flags) SHIM_HIDDEN;
+void nest_resolve_unwanted(int fd, uint64_t page, uint64_t flags) SHIM_HIDDEN;
+/* Clients of span s other than uffd id (same process, open). */
+uint32_t nest_others(const struct span *s, uint32_t id) SHIM_HIDDEN;
+
+/* shim_nest_ghost.c */
+int nest_ghost_fd(uint32_t id) SHIM_HIDDEN;       /* -1: not a ghost */
+void nest_ghost_release(int slot) SHIM_HIDDEN;    /* close it if no span uses it */
+void nest_ghosts_after_fork_child(void) SHIM_HIDDEN;
 
 /* shim_nest_wake.c */
 struct client *nest_client_get(struct um_uffd *u, int fd) SHIM_HIDDEN;
@@ -99,6 +121,8 @@ void nest_ring(struct client *c) SHIM_HIDDEN;
  * messages routed to it need no ring. */
 struct client *nest_quiet_client(void) SHIM_HIDDEN;
 void nest_clients_after_fork_child(void) SHIM_HIDDEN;
+/* No parked reader may wait on fd any more (the app closes it). */
+void nest_forget_delegate(int fd) SHIM_HIDDEN;
 
 /* shim_nest_fork.c: a FORK event read on client me's uffd (false: only
  * the doorbell made it, drop it), and one such event done (the child waits). */

@@ -341,6 +341,21 @@ static int park_set_locked(struct client *c, int fd)
 	return c->epfd;
 }
 
+void nest_forget_delegate(int fd)
+{
+	for (uint32_t i = 0; i < nest_nclients; i++) {
+		struct client *c = &nest_clients[i];
+		if (!c->used || c->epfd < 0)
+			continue;
+		for (int k = 0; k < c->ndel; k++)
+			if (c->del_fds[k] == fd) {
+				ep_set(c->epfd, EPOLL_CTL_DEL, fd, 0);
+				c->del_fds[k] = c->del_fds[--c->ndel];
+				break;
+			}
+	}
+}
+
 /* A carrier's fd was readable for c's parked reader: read the messages and
  * route them.  c's own go to c's inbox (its reader takes them next, no ring);
  * the carrier's own go to the carrier's inbox. */

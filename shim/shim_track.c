@@ -401,94 +401,34 @@ static int carrier_fd_locked(uint32_t id)
 	return u && u->nfds ? u->fds[0] : -1;
 }
 
-/* ---- the pump: our WP faults must not wait for the app's reader ----
- * A thread of the app may write a page we protect through the app's uffd
- * while no thread of the app reads that uffd (or the reader itself writes):
- * the pump reads the carriers too, without blocking, resolves our faults,
- * and hands every other message to the app through its doorbell
- * (shim_nest_deliver), so the app still sees each of its messages once. */
-static int pump_running;
+/* ---- the pump's side (shim_pump.c): our WP faults must not wait for the
+ * app's reader.  A thread of the app may write a page we protect through the
+ * app's uffd while no thread of the app reads that uffd (or the reader itself
+ * writes): the pump reads the sync carriers too. ---- */
+uint32_t shim_track_pump_carriers_locked(uint32_t *ids, uint32_t cap)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; T.active && i < T.n && n < cap; i++) {
+		if (T.r[i].mode != UCTL_TM_SYNC || carrier_fd_locked(T.r[i].carrier_id) < 0)
+			continue;
+		bool dup = false;
+		for (uint32_t k = 0; k < n; k++)
+			dup |= ids[k] == T.r[i].carrier_id;
+		if (!dup)
+			ids[n++] = T.r[i].carrier_id;
+	}
+	return n;
+}
 
 /* Does uffd id still carry a sync range?  Not once tracking stopped or the
  * uffd went to another process (whose messages are not ours to take).
  * Locked. */
-static bool still_sync_locked(uint32_t id)
+bool shim_track_pumps_locked(uint32_t id)
 {
 	for (uint32_t i = 0; T.active && i < T.n; i++)
 		if (T.r[i].mode == UCTL_TM_SYNC && T.r[i].carrier_id == id)
 			return true;
 	return false;
-}
-
-static void *pump_main(void *arg)
-{
-	(void)arg;
-	while (__atomic_load_n(&T.active, __ATOMIC_ACQUIRE)) {
-		struct { int fd; short events, revents; } p[16];
-		uint32_t ids[16], n = 0;
-		shim_lock();
-		for (uint32_t i = 0; i < T.n && n < 16; i++) {
-			if (T.r[i].mode != UCTL_TM_SYNC)
-				continue;
-			int fd = carrier_fd_locked(T.r[i].carrier_id);
-			bool dup = false;
-			for (uint32_t k = 0; k < n; k++)
-				dup |= ids[k] == T.r[i].carrier_id;
-			if (fd >= 0 && !dup) {
-				p[n].fd = fd;
-				p[n].events = 1; /* POLLIN */
-				p[n].revents = 0;
-				ids[n++] = T.r[i].carrier_id;
-			}
-		}
-		shim_unlock();
-		if (!n || RAW3(SYS_poll, p, n, 100) <= 0) {
-			if (!n) {
-				struct timespec ts = {0, 100 * 1000 * 1000};
-				RAW2(SYS_nanosleep, &ts, NULL);
-			}
-			continue;
-		}
-		/* A fallback: the app's reader normally takes its messages at
-		 * once.  Only what still waits 2 ms later is ours to move. */
-		struct timespec grace = {0, 2 * 1000 * 1000};
-		RAW2(SYS_nanosleep, &grace, NULL);
-		for (uint32_t k = 0; k < n; k++)
-			p[k].revents = 0;
-		if (RAW3(SYS_poll, p, n, 0) <= 0)
-			continue;
-		for (uint32_t k = 0; k < n; k++) {
-			if (!(p[k].revents & 1))
-				continue;
-			struct uffd_msg msgs[16];
-			struct iovec iov = {msgs, sizeof(msgs)};
-			long r = -EBADF;
-			/* Under the lock: the app cannot close and reuse the number
-			 * meanwhile; RWF_NOWAIT: never block holding it. */
-			shim_lock();
-			if (carrier_fd_locked(ids[k]) == p[k].fd && still_sync_locked(ids[k]))
-				r = RAW6(SYS_preadv2, p[k].fd, &iov, 1, -1L, 0, RWF_NOWAIT);
-			shim_unlock();
-			if (r <= 0)
-				continue;
-			ssize_t kept = shim_track_filter(p[k].fd, msgs, r);
-			kept = kept > 0 ? shim_nest_filter(p[k].fd, msgs, kept, sizeof(msgs)) : kept;
-			if (kept > 0)
-				shim_nest_deliver(p[k].fd, msgs, kept);
-		}
-	}
-	__atomic_store_n(&pump_running, 0, __ATOMIC_RELEASE);
-	return NULL;
-}
-
-static void pump_start(void)
-{
-	int expected = 0;
-	if (!__atomic_compare_exchange_n(&pump_running, &expected, 1, false, __ATOMIC_ACQ_REL,
-					 __ATOMIC_ACQUIRE))
-		return;
-	if (shim_thread_start(pump_main, NULL, 128 * 1024) != 0)
-		__atomic_store_n(&pump_running, 0, __ATOMIC_RELEASE);
 }
 
 /* Protect a newly tracked piece (or learn that it cannot be). */
@@ -519,7 +459,7 @@ static void protect_new(struct uctl_track_range *r, struct shim_track_out *o)
 		if (rc < 0)
 			r->mode = UCTL_TM_ALL;
 		else
-			pump_start();
+			shim_pump_start();
 	}
 	runs_push(o, r->start, r->end);
 }
@@ -876,7 +816,6 @@ void shim_track_after_fork_child(void)
 		}
 	memset(&T, 0, sizeof(T));
 	T.async_fd = T.pidfd = -1;
-	pump_running = 0;
 	shim_track_zap_hold = 0;
 }
 

@@ -298,6 +298,11 @@ static void nest_wake(int fd, unsigned long req, const union uffd_args *a)
 	case UFFDIO_WAKE:
 		shim_nest_after_resolve(fd, a->range.start, a->range.len);
 		break;
+	case UFFDIO_UNREGISTER:
+		/* As the kernel's UNREGISTER wakes the range: the waiters fault
+		 * again, now that the model routes them to the others. */
+		shim_nest_after_unregister(fd, a->range.start, a->range.len);
+		break;
 	}
 }
 

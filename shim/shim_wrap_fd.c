@@ -211,6 +211,7 @@ void shim_close_uffd_internal(int fd)
 {
 	shim_gate_enter();
 	shim_lock();
+	shim_nest_before_close_locked(fd);
 	real.close(fd);
 	fd_gone_locked(fd);
 	shim_unlock();
@@ -392,6 +393,8 @@ int close(int fd)
 		return real.close(fd);
 	shim_gate_enter();
 	bool locked = shim_model_enter();
+	if (locked && kind == FD_UFFD)
+		shim_nest_before_close_locked(fd);
 	int r = real.close(fd);
 	int err = errno;
 	if (locked) {
@@ -466,6 +469,8 @@ int dup2(int oldfd, int newfd)
 	if (shim_in_vm_sharing_child())
 		return real.dup2(oldfd, newfd);
 	bool locked = shim_model_enter();
+	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD)
+		shim_nest_before_close_locked(newfd);
 	int r = real.dup2(oldfd, newfd);
 	int err = errno;
 	if (locked) {
@@ -491,6 +496,8 @@ int dup3(int oldfd, int newfd, int flags)
 	if (shim_in_vm_sharing_child())
 		return real.dup3(oldfd, newfd, flags);
 	bool locked = shim_model_enter();
+	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD)
+		shim_nest_before_close_locked(newfd);
 	int r = real.dup3(oldfd, newfd, flags);
 	int err = errno;
 	if (locked) {
@@ -571,6 +578,14 @@ int close_range(unsigned int first, unsigned int last, int flags)
 {
 	ENSURE_INIT();
 	long r = 0;
+	if (!(flags & CLOSE_RANGE_CLOEXEC) && __atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE) &&
+	    !shim_in_vm_sharing_child() && shim_model_enter()) {
+		unsigned top = last < SHIM_FDTAB_MAX ? last : SHIM_FDTAB_MAX - 1;
+		for (unsigned fd = first; fd <= top; fd++)
+			if (shim_fd_kind((int)fd) == FD_UFFD)
+				shim_nest_before_close_locked((int)fd);
+		shim_unlock();
+	}
 	if (flags & CLOSE_RANGE_CLOEXEC) {
 		r = RAW3(SYS_close_range, first, last, flags);
 	} else {
