@@ -201,17 +201,34 @@ void shim_track_mark(uint64_t start, uint64_t len) SHIM_HIDDEN;
 void shim_track_mark_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
 /* The app sent uffd id to another process: our WP bits on it go. Locked. */
 void shim_track_sent_away_locked(uint32_t id) SHIM_HIDDEN;
+/* shim_track_fence.c: a cut waits for the app's marked calls in flight
+ * (cut_begin/end, before any lock); the zap hold from a cut until the
+ * monitor has read its pages. */
+void shim_track_cut_begin(void) SHIM_HIDDEN;
+void shim_track_cut_end(void) SHIM_HIDDEN;
+void shim_track_zap_hold_begin(void) SHIM_HIDDEN;
+void shim_track_zap_hold_end(void) SHIM_HIDDEN;
+bool shim_track_touches_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
+void shim_track_fence_after_fork_child(void) SHIM_HIDDEN;
 /* The monitor has read the last cut's pages: the held zaps go on. */
 int shim_track_read_done(pid_t monitor) SHIM_HIDDEN;
-/* Before the app's call takes pages of [start, start+len) away (munmap,
- * mremap, mmap(MAP_FIXED), madvise zaps, UFFDIO_MOVE): wait while the
- * monitor reads an epoch.  One flag load when nobody reads.  No lock held. */
-void shim_track_zap_wait_slow(uint64_t start, uint64_t len) SHIM_HIDDEN;
-extern int shim_track_zap_hold SHIM_HIDDEN;
-static inline void shim_track_zap_wait(uint64_t start, uint64_t len)
+/* Around the app's call that takes pages of [start, start+len) away (munmap,
+ * mremap, mmap(MAP_FIXED), madvise zaps, UFFDIO_MOVE): begin waits while the
+ * monitor reads an epoch and counts the call in flight until end (a cut
+ * waits for it).  One flag load when nobody tracks.  No lock held. */
+bool shim_track_zap_begin_slow(uint64_t start, uint64_t len) SHIM_HIDDEN;
+void shim_track_zap_end_slow(void) SHIM_HIDDEN;
+extern int shim_track_zap_fence SHIM_HIDDEN;
+static inline bool shim_track_zap_begin(uint64_t start, uint64_t len)
 {
-	if (__builtin_expect(__atomic_load_n(&shim_track_zap_hold, __ATOMIC_ACQUIRE) != 0, 0))
-		shim_track_zap_wait_slow(start, len);
+	if (__builtin_expect(__atomic_load_n(&shim_track_zap_fence, __ATOMIC_ACQUIRE) != 0, 0))
+		return shim_track_zap_begin_slow(start, len);
+	return false;
+}
+static inline void shim_track_zap_end(bool counted)
+{
+	if (counted)
+		shim_track_zap_end_slow();
 }
 /* Before the app registers [start, start+len) (order lock held). */
 void shim_track_yield(uint64_t start, uint64_t len) SHIM_HIDDEN;

@@ -55,62 +55,13 @@ static struct {
 	int hold_zaps;          /* UCTL_TRACK_HOLD_ZAPS */
 } T = {.async_fd = -1, .pidfd = -1};
 
-/* ---- reading an epoch ----
- * After a cut the monitor reads the pagemap and then the pages it found
- * present (process_vm_readv).  If the app zaps such a page in between
- * (MADV_DONTNEED, munmap and a new mapping there, UFFDIO_MOVE away), the
- * monitor's read faults it in again: the zero page where no uffd watches
- * (QEMU's post-copy then finds a page present that it discarded and must
- * place: UFFDIO_COPY fails with EEXIST), a fault the app never caused where
- * one does.  So from each cut until the monitor says it has read the pages
- * (UCTL_TRACK_READ_DONE), or for 5 s at most, the app's calls that take
- * pages of tracked memory away wait. */
-#define ZAP_HOLD_MAX_NS (5ull * 1000 * 1000 * 1000)
-int shim_track_zap_hold;
-static uint64_t zap_hold_until;
-
-static void zap_hold_begin(void)
-{
-	__atomic_store_n(&zap_hold_until, shim_now_ns() + ZAP_HOLD_MAX_NS, __ATOMIC_RELEASE);
-	__atomic_store_n(&shim_track_zap_hold, 1, __ATOMIC_RELEASE);
-}
-
-static void zap_hold_end(void)
-{
-	if (__atomic_exchange_n(&shim_track_zap_hold, 0, __ATOMIC_ACQ_REL))
-		RAW6(SYS_futex, &shim_track_zap_hold, FUTEX_WAKE_PRIVATE, 1 << 30, NULL, NULL, 0);
-}
-
 /* Does [s, s+len) touch memory tracked at the last cut?  Locked. */
-static bool tracked_locked(uint64_t s, uint64_t len)
+bool shim_track_touches_locked(uint64_t s, uint64_t len)
 {
-	for (uint32_t i = 0; i < T.n; i++)
+	for (uint32_t i = 0; T.active && i < T.n; i++)
 		if (T.r[i].start < s + len && s < T.r[i].end)
 			return true;
 	return false;
-}
-
-void shim_track_zap_wait_slow(uint64_t start, uint64_t len)
-{
-	int err = errno;
-	bool touches = true;
-	if (shim_model_enter()) {
-		touches = T.active && tracked_locked(start, len ? len : UM_PAGE_SIZE);
-		shim_unlock();
-	}
-	while (touches && __atomic_load_n(&shim_track_zap_hold, __ATOMIC_ACQUIRE)) {
-		uint64_t now = shim_now_ns(), until = __atomic_load_n(&zap_hold_until, __ATOMIC_ACQUIRE);
-		if (now >= until) {
-			shim_log("dirty tracking: the monitor did not finish reading within 5 s; "
-				 "the app's call goes on");
-			zap_hold_end();
-			break;
-		}
-		uint64_t d = until - now < 100000000ull ? until - now : 100000000ull;
-		struct timespec ts = {0, (long)d};
-		RAW6(SYS_futex, &shim_track_zap_hold, FUTEX_WAIT_PRIVATE, 1, &ts, NULL, 0);
-	}
-	errno = err;
 }
 
 int shim_track_read_done(pid_t monitor)
@@ -119,7 +70,7 @@ int shim_track_read_done(pid_t monitor)
 		return -ENOENT;
 	if (monitor != T.monitor)
 		return -EBUSY;
-	zap_hold_end();
+	shim_track_zap_hold_end();
 	return 0;
 }
 
@@ -576,53 +527,10 @@ static void fill_out_hdr(struct shim_track_out *o)
 
 /* One cut: the current pieces, each either new (protect it, save it whole)
  * or known (collect and re-protect its written pages). */
-/* ---- the app's resolutions and the cut ----
- * An app's COPY/ZEROPAGE/CONTINUE/POISON/MOVE/WRITEPROTECT(0) is marked after
- * the kernel call, and the kernel call already woke the faulting thread: a
- * cut between the two would report the page in this epoch (the scan) and
- * again in the next (the late mark), a false positive.  So a cut waits for
- * such calls in flight, and calls wait while a cut runs. */
-static int cut_running, ops_in_flight;
-
-void shim_track_op_begin(void)
-{
-	for (;;) {
-		while (__atomic_load_n(&cut_running, __ATOMIC_SEQ_CST))
-			RAW6(SYS_futex, &cut_running, FUTEX_WAIT_PRIVATE, 1, NULL, NULL, 0);
-		__atomic_add_fetch(&ops_in_flight, 1, __ATOMIC_SEQ_CST);
-		if (!__atomic_load_n(&cut_running, __ATOMIC_SEQ_CST))
-			return;
-		shim_track_op_end(); /* a cut began meanwhile: let it go first */
-	}
-}
-
-void shim_track_op_end(void)
-{
-	if (__atomic_sub_fetch(&ops_in_flight, 1, __ATOMIC_SEQ_CST) == 0 &&
-	    __atomic_load_n(&cut_running, __ATOMIC_SEQ_CST))
-		RAW6(SYS_futex, &ops_in_flight, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-}
-
-static void cut_begin(void)
-{
-	__atomic_store_n(&cut_running, 1, __ATOMIC_SEQ_CST);
-	int n;
-	while ((n = __atomic_load_n(&ops_in_flight, __ATOMIC_SEQ_CST)) != 0) {
-		struct timespec ts = {0, 10 * 1000 * 1000};
-		RAW6(SYS_futex, &ops_in_flight, FUTEX_WAIT_PRIVATE, n, &ts, NULL, 0);
-	}
-}
-
-static void cut_end(void)
-{
-	__atomic_store_n(&cut_running, 0, __ATOMIC_SEQ_CST);
-	RAW6(SYS_futex, &cut_running, FUTEX_WAKE_PRIVATE, 1 << 30, NULL, NULL, 0);
-}
-
 static int do_cut(struct shim_track_out *o)
 {
 	uint64_t t0 = shim_now_ns();
-	cut_begin(); /* before any lock: calls in flight may need them */
+	shim_track_cut_begin(); /* before any lock: calls in flight may need them */
 	bool ordered = shim_order_lock();
 	take_marks(o);
 	int rc = current_pieces(o);
@@ -640,10 +548,10 @@ static int do_cut(struct shim_track_out *o)
 	o->nranges = w;
 	remember(o);
 	if (T.hold_zaps)
-		zap_hold_begin(); /* before the reply: the monitor reads next */
+		shim_track_zap_hold_begin(); /* before the reply: the monitor reads next */
 	if (ordered)
 		shim_order_unlock();
-	cut_end();
+	shim_track_cut_end();
 	runs_normalize(o);
 	fill_out_hdr(o);
 	o->wp_ns = shim_now_ns() - t0;
@@ -698,6 +606,7 @@ int shim_track_start(pid_t monitor, const uint64_t (*sel)[2], uint32_t nsel, uin
 	T.nsel = w;
 	T.augment = (flags & UCTL_TRACK_AUGMENT) != 0;
 	T.hold_zaps = (flags & UCTL_TRACK_HOLD_ZAPS) != 0;
+	__atomic_store_n(&shim_track_zap_fence, T.hold_zaps, __ATOMIC_SEQ_CST);
 	T.monitor = monitor;
 	T.epoch = 0;
 	int pfd = (int)RAW2(SYS_pidfd_open, monitor, 0);
@@ -769,7 +678,8 @@ int shim_track_stop(pid_t monitor)
 	if (monitor && monitor != T.monitor)
 		return -EBUSY;
 	__atomic_store_n(&T.active, 0, __ATOMIC_RELEASE);
-	zap_hold_end();
+	__atomic_store_n(&shim_track_zap_fence, 0, __ATOMIC_SEQ_CST);
+	shim_track_zap_hold_end();
 	bool ordered = shim_order_lock();
 	if (T.async_fd >= 0) {
 		int fd = T.async_fd;
@@ -816,7 +726,7 @@ void shim_track_after_fork_child(void)
 		}
 	memset(&T, 0, sizeof(T));
 	T.async_fd = T.pidfd = -1;
-	shim_track_zap_hold = 0;
+	shim_track_fence_after_fork_child();
 }
 
 /* The same, called with the model lock held. */

@@ -354,14 +354,15 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 	}
 	/* Before the order lock: a cut waits for marked calls in flight, and
 	 * then takes the order lock itself. */
-	if (req == UFFDIO_MOVE && arg) { /* takes the pages at src away */
-		struct uffdio_move mv;
-		if (safe_copy(&mv, arg, sizeof(mv)))
-			shim_track_zap_wait(mv.src, mv.len);
-	}
 	bool marked = shim_track_active() && marks_pages(req);
 	if (marked)
 		shim_track_op_begin();
+	bool zap = false;
+	if (req == UFFDIO_MOVE && arg) { /* takes the pages at src away */
+		struct uffdio_move mv;
+		if (safe_copy(&mv, arg, sizeof(mv)))
+			zap = shim_track_zap_begin(mv.src, mv.len);
+	}
 	shim_gate_enter();
 	bool ordered = (req == UFFDIO_REGISTER || req == UFFDIO_UNREGISTER ||
 			req == UFFDIO_WRITEPROTECT) && shim_order_lock();
@@ -378,6 +379,7 @@ long shim_uffd_ioctl(int fd, unsigned long req, void *arg)
 		if (req == UFFDIO_REGISTER && ret < 0 && err == EBUSY && shim_nest_enabled)
 			nested_register(fd, arg, &ret, &err);
 	}
+	shim_track_zap_end(zap);
 	long kret = ret < 0 ? -err : ret;
 	union uffd_args a;
 	size_t sz = _IOC_SIZE(req);

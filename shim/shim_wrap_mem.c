@@ -1,8 +1,8 @@
 /* shim_wrap_mem.c - memory calls that change registrations behind the
  * app's back: munmap, mremap, madvise(DONTNEED/REMOVE), mmap(MAP_FIXED).
  * They cost one flag load unless this process has registered memory, and
- * one more unless a dirty tracker is reading an epoch (then they wait:
- * shim_track_zap_wait). */
+ * one more unless a dirty tracker is on (then they wait while it reads an
+ * epoch, and a cut waits for them: shim_track_zap_begin/end). */
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/mman.h>
@@ -45,8 +45,9 @@ static void unmapped(uint64_t start, uint64_t len)
 
 int munmap(void *addr, size_t len)
 {
-	shim_track_zap_wait((uint64_t)addr, len);
+	bool z = shim_track_zap_begin((uint64_t)addr, len);
 	int r = (int)sys_result(RAW2(SYS_munmap, addr, len));
+	shim_track_zap_end(z);
 	if (unlikely(have_ranges()) && r == 0)
 		unmapped((uint64_t)addr, len);
 	return r;
@@ -61,10 +62,11 @@ void *mremap(void *old, size_t old_len, size_t new_len, int flags, ...)
 		want = va_arg(ap, void *);
 		va_end(ap);
 	}
-	shim_track_zap_wait((uint64_t)old, old_len);
-	if (flags & MREMAP_FIXED)
-		shim_track_zap_wait((uint64_t)want, new_len);
+	bool z = shim_track_zap_begin((uint64_t)old, old_len);
+	bool z2 = (flags & MREMAP_FIXED) && shim_track_zap_begin((uint64_t)want, new_len);
 	long rr = sys_result(RAW5(SYS_mremap, old, old_len, new_len, flags, want));
+	shim_track_zap_end(z2);
+	shim_track_zap_end(z);
 	void *r = rr == -1 ? MAP_FAILED : (void *)rr;
 	if (unlikely(have_ranges()) && r != MAP_FAILED) {
 		int err = errno;
@@ -105,8 +107,6 @@ static bool removes(int advice)
 
 int madvise(void *addr, size_t len, int advice)
 {
-	if (zaps(advice))
-		shim_track_zap_wait((uint64_t)addr, len);
 	/* Nested clients that asked for REMOVE get it before the pages go, as
 	 * the kernel sends its own, and the caller waits until they read it. */
 	bool ev = unlikely(have_ranges()) && removes(advice) && len && !((uint64_t)addr & 4095);
@@ -121,7 +121,9 @@ int madvise(void *addr, size_t len, int advice)
 		}
 		errno = err;
 	}
+	bool z = zaps(advice) && shim_track_zap_begin((uint64_t)addr, len);
 	int r = (int)sys_result(RAW3(SYS_madvise, addr, len, advice));
+	shim_track_zap_end(z);
 	if (unlikely(have_ranges()) && r == 0 && removes(advice)) {
 		int err = errno;
 		if (shim_model_enter()) {
@@ -143,12 +145,12 @@ static void *mapped(void *r, void *addr, size_t len, int flags)
 void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
 	long r;
-	if (flags & MAP_FIXED)
-		shim_track_zap_wait((uint64_t)addr, len);
+	bool z = (flags & MAP_FIXED) && shim_track_zap_begin((uint64_t)addr, len);
 	if (off & 4095) /* as glibc checks before the kernel sees it */
 		r = -EINVAL;
 	else
 		r = RAW6(SYS_mmap, addr, len, prot, flags, fd, off);
+	shim_track_zap_end(z);
 	r = sys_result(r);
 	return mapped(r == -1 ? MAP_FAILED : (void *)r, addr, len, flags);
 }
