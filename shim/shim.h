@@ -245,6 +245,10 @@ bool shim_track_pumps_locked(uint32_t id) SHIM_HIDDEN;
 
 /* ---- shim_pump.c: reads uffds no app thread may be reading ---- */
 void shim_pump_start(void) SHIM_HIDDEN;
+void shim_pump_poke(void) SHIM_HIDDEN;
+/* fd is about to be closed: if the pump's poll holds its file, wait (100 ms
+ * at most) until it lets go, so that the close releases the file at once. */
+void shim_pump_release_fd(int fd) SHIM_HIDDEN;
 void shim_pump_after_fork_child(void) SHIM_HIDDEN;
 
 /* Remove our WP faults from what read() returned; returns the new length. */

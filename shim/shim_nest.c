@@ -767,10 +767,18 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
  * registration, with its own protections.  Locked. */
 void shim_nest_carrier_gone_locked(uint32_t id)
 {
+	int gfd = nest_ghost_fd(id);
 	for (uint32_t i = 0; i < nest_nclients; i++) /* its doorbell goes */
 		if (nest_clients[i].used && !nest_clients[i].dead && nest_clients[i].id == id) {
 			__atomic_store_n(&nest_clients[i].dead, 1, __ATOMIC_RELEASE);
 			nest_ring(&nest_clients[i]);
+			/* A ghost keeps the file: its doorbell's registration goes
+			 * now, as with the release of the file (which also wakes a
+			 * ring in progress). */
+			if (gfd >= 0) {
+				struct uffdio_range rg = {nest_clients[i].bell, UM_PAGE_SIZE};
+				nest_kcall(gfd, UFFDIO_UNREGISTER, &rg);
+			}
 		}
 	for (uint32_t i = 0; i < nest_nspans; i++) {
 		struct span *s = &nest_spans[i];
@@ -852,6 +860,8 @@ void shim_nest_prune_locked(void)
 			ghost_dropped[s.ghost - 1] = true;
 		}
 	}
+	if (w != nest_nspans)
+		shim_pump_poke(); /* an orphaned carrier or a ghost may be off its list */
 	nest_nspans = w;
 	for (int g = 0; g < MAX_GHOSTS; g++) /* closing a ghost drops its registrations */
 		if (ghost_dropped[g])

@@ -13,6 +13,8 @@
  * messages once.  A ghost has no app reader: it is read at once.  The thread
  * ends when nothing is left to read, and starts again when needed. */
 #include <errno.h>
+#include <linux/futex.h>
+#include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -24,11 +26,15 @@
 #define PUMP_MAX 16
 
 static int pump_running;
+static int pump_efd = -1; /* eventfd: poked when a uffd in the pump's set goes */
+/* The fds the pump's poll holds now (cur_n 0: none), and a count of its
+ * returns from poll, for a close() that must wait until the poll lets go. */
+static int cur_fds[PUMP_MAX], cur_n, poll_gen;
 
 struct pump_set {
 	struct { int fd; short events, revents; } p[PUMP_MAX];
 	uint32_t ids[PUMP_MAX];  /* app uffds: model ids */
-	int ghost[PUMP_MAX];     /* ghosts: slot, else -1 */
+	int ghost[PUMP_MAX];     /* ghosts: slot; app uffds: -1; the poke: -2 */
 	uint32_t n;
 };
 
@@ -49,8 +55,9 @@ static void build(struct pump_set *s)
 	int gfds[PUMP_MAX], slots[PUMP_MAX];
 	s->n = 0;
 	shim_lock();
-	uint32_t n = shim_track_pump_carriers_locked(ids, PUMP_MAX);
-	n = shim_nest_pump_carriers_locked(ids, n, PUMP_MAX);
+	/* PUMP_MAX - 1: the last entry is the poke's */
+	uint32_t n = shim_track_pump_carriers_locked(ids, PUMP_MAX - 1);
+	n = shim_nest_pump_carriers_locked(ids, n, PUMP_MAX - 1);
 	for (uint32_t k = 0; k < n; k++) {
 		int fd = app_fd_locked(ids[k]);
 		if (fd < 0)
@@ -59,11 +66,16 @@ static void build(struct pump_set *s)
 		s->ids[s->n] = ids[k];
 		s->ghost[s->n++] = -1;
 	}
-	uint32_t ng = shim_nest_pump_ghosts_locked(gfds, slots, PUMP_MAX - s->n);
+	uint32_t ng = shim_nest_pump_ghosts_locked(gfds, slots, PUMP_MAX - 1 - s->n);
 	for (uint32_t k = 0; k < ng; k++) {
 		s->p[s->n].fd = gfds[k];
 		s->ids[s->n] = 0;
 		s->ghost[s->n++] = slots[k];
+	}
+	if (s->n && pump_efd >= 0) { /* last: not counted as work by wanted() */
+		s->p[s->n].fd = pump_efd;
+		s->ids[s->n] = 0;
+		s->ghost[s->n++] = -2;
 	}
 	shim_unlock();
 	for (uint32_t k = 0; k < s->n; k++) {
@@ -114,14 +126,28 @@ static void *pump_main(void *arg)
 				return NULL;
 			continue;
 		}
-		if (RAW3(SYS_poll, s.p, s.n, 100) <= 0)
+		for (uint32_t k = 0; k < s.n; k++)
+			cur_fds[k] = s.p[k].fd;
+		__atomic_store_n(&cur_n, (int)s.n, __ATOMIC_SEQ_CST);
+		long pr = RAW3(SYS_poll, s.p, s.n, 100);
+		__atomic_store_n(&cur_n, 0, __ATOMIC_SEQ_CST);
+		__atomic_add_fetch(&poll_gen, 1, __ATOMIC_SEQ_CST);
+		RAW6(SYS_futex, &poll_gen, FUTEX_WAKE_PRIVATE, 1 << 30, NULL, NULL, 0);
+		if (pr <= 0)
 			continue;
-		bool app = false;
+		bool app = false, poked = false;
 		for (uint32_t k = 0; k < s.n; k++) {
 			if (s.ghost[k] >= 0 && (s.p[k].revents & 1))
 				shim_nest_ghost_read(s.ghost[k]);
-			app |= s.ghost[k] < 0 && (s.p[k].revents & 1);
+			if (s.ghost[k] == -2 && (s.p[k].revents & 1)) {
+				uint64_t v;
+				RAW3(SYS_read, pump_efd, &v, sizeof(v));
+				poked = true;
+			}
+			app |= s.ghost[k] == -1 && (s.p[k].revents & 1);
 		}
+		if (poked) /* the set changed: build it again (and let go of the files) */
+			continue;
 		if (!app)
 			continue;
 		/* A fallback: the app's reader normally takes its messages at
@@ -133,8 +159,34 @@ static void *pump_main(void *arg)
 		if (RAW3(SYS_poll, s.p, s.n, 0) <= 0)
 			continue;
 		for (uint32_t k = 0; k < s.n; k++)
-			if (s.ghost[k] < 0 && (s.p[k].revents & 1))
+			if (s.ghost[k] == -1 && (s.p[k].revents & 1))
 				take_app(&s, k);
+	}
+}
+
+/* A uffd of the pump's set is about to go (closed, or no longer pumped):
+ * wake the pump so that its poll lets go of the file at once (the file's
+ * release is what drops its registrations and wakes its faults). */
+void shim_pump_poke(void)
+{
+	uint64_t one = 1;
+	if (__atomic_load_n(&pump_running, __ATOMIC_ACQUIRE) && pump_efd >= 0)
+		RAW3(SYS_write, pump_efd, &one, sizeof(one));
+}
+
+void shim_pump_release_fd(int fd)
+{
+	int n = __atomic_load_n(&cur_n, __ATOMIC_SEQ_CST);
+	bool held = false;
+	for (int k = 0; k < n && k < PUMP_MAX; k++)
+		held |= cur_fds[k] == fd;
+	if (!held)
+		return;
+	int g = __atomic_load_n(&poll_gen, __ATOMIC_SEQ_CST);
+	shim_pump_poke();
+	for (int i = 0; i < 10 && __atomic_load_n(&poll_gen, __ATOMIC_SEQ_CST) == g; i++) {
+		struct timespec ts = {0, 10 * 1000 * 1000};
+		RAW6(SYS_futex, &poll_gen, FUTEX_WAIT_PRIVATE, g, &ts, NULL, 0);
 	}
 }
 
@@ -144,6 +196,11 @@ void shim_pump_start(void)
 	if (!__atomic_compare_exchange_n(&pump_running, &expected, 1, false, __ATOMIC_ACQ_REL,
 					 __ATOMIC_ACQUIRE))
 		return;
+	if (pump_efd < 0) {
+		long e = RAW2(SYS_eventfd2, 0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (e >= 0)
+			shim_fd_hide((int)e, &pump_efd);
+	}
 	if (shim_thread_start(pump_main, NULL, 128 * 1024) != 0)
 		__atomic_store_n(&pump_running, 0, __ATOMIC_RELEASE);
 }
@@ -151,4 +208,11 @@ void shim_pump_start(void)
 void shim_pump_after_fork_child(void)
 {
 	__atomic_store_n(&pump_running, 0, __ATOMIC_RELEASE); /* the thread did not survive */
+	if (pump_efd >= 0) { /* the parent's counter: not ours to poke */
+		int fd = pump_efd;
+		shim_fd_unhide(&pump_efd);
+		shim_fd_set(fd, FD_NONE);
+		RAW1(SYS_close, fd);
+		pump_efd = -1;
+	}
 }

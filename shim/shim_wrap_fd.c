@@ -393,8 +393,10 @@ int close(int fd)
 		return real.close(fd);
 	shim_gate_enter();
 	bool locked = shim_model_enter();
-	if (locked && kind == FD_UFFD)
+	if (locked && kind == FD_UFFD) {
 		shim_nest_before_close_locked(fd);
+		shim_pump_release_fd(fd); /* its poll must not keep the file */
+	}
 	int r = real.close(fd);
 	int err = errno;
 	if (locked) {
@@ -469,8 +471,10 @@ int dup2(int oldfd, int newfd)
 	if (shim_in_vm_sharing_child())
 		return real.dup2(oldfd, newfd);
 	bool locked = shim_model_enter();
-	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD)
+	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD) {
 		shim_nest_before_close_locked(newfd);
+		shim_pump_release_fd(newfd);
+	}
 	int r = real.dup2(oldfd, newfd);
 	int err = errno;
 	if (locked) {
@@ -496,8 +500,10 @@ int dup3(int oldfd, int newfd, int flags)
 	if (shim_in_vm_sharing_child())
 		return real.dup3(oldfd, newfd, flags);
 	bool locked = shim_model_enter();
-	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD)
+	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD) {
 		shim_nest_before_close_locked(newfd);
+		shim_pump_release_fd(newfd);
+	}
 	int r = real.dup3(oldfd, newfd, flags);
 	int err = errno;
 	if (locked) {
@@ -582,8 +588,10 @@ int close_range(unsigned int first, unsigned int last, int flags)
 	    !shim_in_vm_sharing_child() && shim_model_enter()) {
 		unsigned top = last < SHIM_FDTAB_MAX ? last : SHIM_FDTAB_MAX - 1;
 		for (unsigned fd = first; fd <= top; fd++)
-			if (shim_fd_kind((int)fd) == FD_UFFD)
+			if (shim_fd_kind((int)fd) == FD_UFFD) {
 				shim_nest_before_close_locked((int)fd);
+				shim_pump_release_fd((int)fd);
+			}
 		shim_unlock();
 	}
 	if (flags & CLOSE_RANGE_CLOEXEC) {
