@@ -148,8 +148,13 @@ static void *pump_main(void *arg)
 		}
 		if (poked) /* the set changed: build it again (and let go of the files) */
 			continue;
-		if (!app)
+		if (!app) {
+			/* poll() on a blocking uffd answers POLLERR at once: such a
+			 * uffd cannot be waited on, only looked at now and then. */
+			struct timespec ts = {0, 2 * 1000 * 1000};
+			RAW2(SYS_nanosleep, &ts, NULL);
 			continue;
+		}
 		/* A fallback: the app's reader normally takes its messages at
 		 * once.  Only what still waits 2 ms later is ours to move. */
 		struct timespec grace = {0, 2 * 1000 * 1000};
