@@ -335,4 +335,17 @@ static inline int shim_tracker_start(struct shim_tracker *t, char *const args[])
 	return 0;
 }
 
+/* Read the tracker's output until a line that starts with prefix (copied to
+ * line); every line read is a TAP note.  false at EOF. */
+static inline bool shim_tracker_expect(struct shim_tracker *t, const char *prefix, char *line,
+				       size_t len)
+{
+	while (fgets(line, (int)len, t->out)) {
+		note("tracker: %s", line);
+		if (!strncmp(line, prefix, strlen(prefix)))
+			return true;
+	}
+	return false;
+}
+
 #endif

@@ -101,16 +101,6 @@ static int handler_main(int sock)
 
 static struct shim_tracker tr;
 
-static bool expect(const char *prefix, char *line, size_t len)
-{
-	while (fgets(line, (int)len, tr.out)) {
-		note("tracker: %s", line);
-		if (!strncmp(line, prefix, strlen(prefix)))
-			return true;
-	}
-	return false;
-}
-
 /* Pages of [base, base+NPAGES) the dirty log lists for epoch e. */
 static int logged(const char *path, int e, uint64_t base, uint8_t *set)
 {
@@ -160,7 +150,8 @@ int main(int argc, char **argv)
 		 (unsigned long long)((uintptr_t)base + NPAGES * PG));
 	char *args[] = {"track", pid, "-D", dir, "--range", range, "--step", "--verify",
 			"--dirty-log", logp, NULL};
-	if (shim_tracker_start(&tr, args) < 0 || !expect("epoch 0", line, sizeof(line)))
+	if (shim_tracker_start(&tr, args) < 0 ||
+	    !shim_tracker_expect(&tr, "epoch 0", line, sizeof(line)))
 		skip_all("uffd-record track did not start");
 	ok(strstr(line, " 1 sync"), "before the handoff the app's MISSING range is tracked sync "
 	   "(WP added through its uffd): %s", line);
@@ -191,7 +182,7 @@ int main(int argc, char **argv)
 		base[i * PG] = 3;
 	fprintf(tr.in, "\n");
 	fflush(tr.in);
-	bool cut = expect("epoch 1", line, sizeof(line));
+	bool cut = shim_tracker_expect(&tr, "epoch 1", line, sizeof(line));
 	static uint8_t set[NPAGES];
 	int n = logged(logp, 1, (uint64_t)(uintptr_t)base, set);
 	ok(cut && n == NPAGES, "epoch 1 holds every page of A and B (%d of %d)", n, NPAGES);
@@ -208,7 +199,7 @@ int main(int argc, char **argv)
 	   "(%d), nothing else (%d)", c.missing, NPAGES / 2, c.wp, c.other);
 
 	fclose(tr.in); /* the last epoch: frozen, then --verify */
-	bool verified = expect("verify: the chain matches", line, sizeof(line));
+	bool verified = shim_tracker_expect(&tr, "verify: the chain matches", line, sizeof(line));
 	while (fgets(line, sizeof(line), tr.out))
 		note("tracker: %s", line);
 	waitpid(tr.pid, &st, 0);

@@ -137,17 +137,6 @@ static int app_uffd_setup(struct app *a)
 	return pthread_create(&a->thr, NULL, handler, a) == 0 ? 0 : -1;
 }
 
-/* Read tracker output until a line starting with prefix; copies it. */
-static bool tracker_expect(struct shim_tracker *t, const char *prefix, char *line, size_t len)
-{
-	while (fgets(line, (int)len, t->out)) {
-		note("tracker: %s", line);
-		if (!strncmp(line, prefix, strlen(prefix)))
-			return true;
-	}
-	return false;
-}
-
 /* The pages of the region the dirty log lists for epoch e. */
 static void log_pages(const char *path, int e, uint64_t base, uint8_t *set)
 {
@@ -215,7 +204,8 @@ static void run_kind(int kind, const char *tmp)
 			"--augment-missing", "--dirty-log", logp, NULL};
 	struct shim_tracker t;
 	char line[512];
-	if (shim_tracker_start(&t, args) < 0 || !tracker_expect(&t, "epoch 0", line, sizeof(line))) {
+	if (shim_tracker_start(&t, args) < 0 ||
+	    !shim_tracker_expect(&t, "epoch 0", line, sizeof(line))) {
 		skip(EPOCHS + 5, "%s: tracker did not start", kinds[kind].name);
 		return;
 	}
@@ -248,7 +238,7 @@ static void run_kind(int kind, const char *tmp)
 		fflush(t.in);
 		char want[16];
 		snprintf(want, sizeof(want), "epoch %d", e);
-		if (!tracker_expect(&t, want, line, sizeof(line)))
+		if (!shim_tracker_expect(&t, want, line, sizeof(line)))
 			break;
 		log_pages(logp, e, kinds[kind].base, got);
 		int missed = 0, fp = 0;
@@ -278,7 +268,7 @@ static void run_kind(int kind, const char *tmp)
 		wp_errno = ioctl(a.uffd, UFFDIO_WRITEPROTECT, &w) < 0 ? errno : 0;
 	}
 	fclose(t.in); /* the last epoch: frozen, then --verify */
-	bool verified = tracker_expect(&t, "verify: the chain matches", line, sizeof(line));
+	bool verified = shim_tracker_expect(&t, "verify: the chain matches", line, sizeof(line));
 	while (fgets(line, sizeof(line), t.out))
 		note("tracker: %s", line);
 	fclose(t.out);
