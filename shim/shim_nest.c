@@ -666,6 +666,9 @@ static void wake_carriers(int fd, uint64_t start, uint64_t len, bool also_own)
 void shim_nest_after_unregister(int fd, uint64_t start, uint64_t len)
 {
 	wake_carriers(fd, start, len, true);
+	/* The model forgot the range: a carrier it orphaned is the pump's now. */
+	if (__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+		shim_pump_start();
 }
 
 /* Does a client other than self hold page p protected?  Locked. */
@@ -711,7 +714,6 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
 {
 	uint64_t end = start + len;
 	long rc = 0;
-	bool orphaned = false;
 	shim_lock();
 	struct um_uffd *me = um_uffd_by_fd(&G.model, fd);
 	uint32_t self = me ? me->id : 0;
@@ -752,13 +754,10 @@ long shim_nest_unregister(int fd, uint64_t start, uint64_t len)
 									UFFDIO_WRITEPROTECT_MODE_DONTWAKE};
 					nest_kcall(fd, UFFDIO_WRITEPROTECT, &w);
 				}
-			orphaned = true;
 		}
 		a = b;
 	}
 	shim_unlock();
-	if (orphaned)
-		shim_pump_start();
 	return rc;
 }
 

@@ -117,6 +117,13 @@ static void *pump_main(void *arg)
 	for (;;) {
 		struct pump_set s;
 		build(&s);
+		if (!s.n && shim_track_active()) {
+			/* Tracking on: sync carriers come and go with the cuts
+			 * (as before the pump served nesting too, it stays). */
+			struct timespec ts = {0, 100 * 1000 * 1000};
+			RAW2(SYS_nanosleep, &ts, NULL);
+			continue;
+		}
 		if (!s.n) {
 			/* Nothing to read: end, unless something came meanwhile. */
 			__atomic_store_n(&pump_running, 0, __ATOMIC_SEQ_CST);

@@ -409,8 +409,6 @@ static void protect_new(struct uctl_track_range *r, struct shim_track_out *o)
 		shim_unlock();
 		if (rc < 0)
 			r->mode = UCTL_TM_ALL;
-		else
-			shim_pump_start();
 	}
 	runs_push(o, r->start, r->end);
 }
@@ -547,6 +545,12 @@ static int do_cut(struct shim_track_out *o)
 			o->ranges[w++] = o->ranges[i];
 	o->nranges = w;
 	remember(o);
+	/* Now that the pieces are known: the pump reads the sync carriers. */
+	for (uint32_t i = 0; i < T.n; i++)
+		if (T.r[i].mode == UCTL_TM_SYNC) {
+			shim_pump_start();
+			break;
+		}
 	if (T.hold_zaps)
 		shim_track_zap_hold_begin(); /* before the reply: the monitor reads next */
 	if (ordered)
