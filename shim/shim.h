@@ -199,6 +199,9 @@ void shim_track_after_fork_child(void) SHIM_HIDDEN;
 /* The app's uffd call changed [start, start+len) (fill, unprotect, move). */
 void shim_track_mark(uint64_t start, uint64_t len) SHIM_HIDDEN;
 void shim_track_mark_locked(uint64_t start, uint64_t len) SHIM_HIDDEN;
+/* shim_wrap_scm.c: was the uffd with this inode sent to another process
+ * (its messages may be read there)?  Locked. */
+bool shim_ino_sent_locked(uint64_t ino) SHIM_HIDDEN;
 /* The app sent uffd id to another process: our WP bits on it go. Locked. */
 void shim_track_sent_away_locked(uint32_t id) SHIM_HIDDEN;
 /* shim_track_fence.c: a cut waits for the app's marked calls in flight

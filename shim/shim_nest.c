@@ -667,7 +667,13 @@ void shim_nest_after_unregister(int fd, uint64_t start, uint64_t len)
 {
 	wake_carriers(fd, start, len, true);
 	/* The model forgot the range: a carrier it orphaned is the pump's now. */
-	if (__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+	if (!__atomic_load_n(&shim_nest_on, __ATOMIC_ACQUIRE))
+		return;
+	shim_lock();
+	struct um_uffd *u = um_uffd_by_fd(&G.model, fd);
+	bool orphan = u && shim_nest_pumps_locked(u->id);
+	shim_unlock();
+	if (orphan)
 		shim_pump_start();
 }
 

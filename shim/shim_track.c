@@ -15,7 +15,6 @@
  * (filter, mark).  T is guarded by the model lock; the kernel calls that
  * change protection run under the order lock, like the app's own. */
 #include <errno.h>
-#include <linux/futex.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -152,16 +151,6 @@ struct app_range {
 	bool sent;  /* the uffd went to another process (SCM_RIGHTS) */
 };
 
-/* Was uffd u sent to another process?  Its messages may be read there, by
- * a process whose shim knows nothing of our protections.  Locked. */
-static bool sent_away_locked(const struct um_uffd *u)
-{
-	for (uint32_t k = 0; k < G.nshared; k++)
-		if (G.shared_inos[k] == u->ino)
-			return true;
-	return false;
-}
-
 /* The app's registrations of this process's memory, sorted. Locked. */
 static uint32_t app_ranges_locked(struct app_range *out, uint32_t cap)
 {
@@ -172,7 +161,8 @@ static uint32_t app_ranges_locked(struct app_range *out, uint32_t cap)
 			continue;
 		for (uint32_t k = 0; k < u->nranges && n < cap; k++) {
 			struct app_range a = {u->ranges[k].start, u->ranges[k].end,
-					      u->ranges[k].modes, u->id, sent_away_locked(u)};
+					      u->ranges[k].modes, u->id,
+					      shim_ino_sent_locked(u->ino)};
 			uint32_t j = n++;
 			while (j > 0 && out[j - 1].s > a.s) {
 				out[j] = out[j - 1];

@@ -207,11 +207,20 @@ ssize_t shim_read_uffd_internal(int fd, void *buf, size_t n)
 }
 
 /* Close a uffd fd of the shim's own (a monitor's) like the app's close. */
+/* fd (a uffd) is about to be closed, or replaced by dup2/dup3: nesting may
+ * keep its file for other clients, and the pump's poll must not hold it.
+ * Called with the model lock held. */
+static void uffd_closing_locked(int fd)
+{
+	shim_nest_before_close_locked(fd);
+	shim_pump_release_fd(fd);
+}
+
 void shim_close_uffd_internal(int fd)
 {
 	shim_gate_enter();
 	shim_lock();
-	shim_nest_before_close_locked(fd);
+	uffd_closing_locked(fd);
 	real.close(fd);
 	fd_gone_locked(fd);
 	shim_unlock();
@@ -393,10 +402,8 @@ int close(int fd)
 		return real.close(fd);
 	shim_gate_enter();
 	bool locked = shim_model_enter();
-	if (locked && kind == FD_UFFD) {
-		shim_nest_before_close_locked(fd);
-		shim_pump_release_fd(fd); /* its poll must not keep the file */
-	}
+	if (locked && kind == FD_UFFD)
+		uffd_closing_locked(fd);
 	int r = real.close(fd);
 	int err = errno;
 	if (locked) {
@@ -471,10 +478,8 @@ int dup2(int oldfd, int newfd)
 	if (shim_in_vm_sharing_child())
 		return real.dup2(oldfd, newfd);
 	bool locked = shim_model_enter();
-	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD) {
-		shim_nest_before_close_locked(newfd);
-		shim_pump_release_fd(newfd);
-	}
+	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD)
+		uffd_closing_locked(newfd);
 	int r = real.dup2(oldfd, newfd);
 	int err = errno;
 	if (locked) {
@@ -500,10 +505,8 @@ int dup3(int oldfd, int newfd, int flags)
 	if (shim_in_vm_sharing_child())
 		return real.dup3(oldfd, newfd, flags);
 	bool locked = shim_model_enter();
-	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD) {
-		shim_nest_before_close_locked(newfd);
-		shim_pump_release_fd(newfd);
-	}
+	if (locked && oldfd != newfd && shim_fd_kind(newfd) == FD_UFFD)
+		uffd_closing_locked(newfd);
 	int r = real.dup3(oldfd, newfd, flags);
 	int err = errno;
 	if (locked) {
@@ -588,10 +591,8 @@ int close_range(unsigned int first, unsigned int last, int flags)
 	    !shim_in_vm_sharing_child() && shim_model_enter()) {
 		unsigned top = last < SHIM_FDTAB_MAX ? last : SHIM_FDTAB_MAX - 1;
 		for (unsigned fd = first; fd <= top; fd++)
-			if (shim_fd_kind((int)fd) == FD_UFFD) {
-				shim_nest_before_close_locked((int)fd);
-				shim_pump_release_fd((int)fd);
-			}
+			if (shim_fd_kind((int)fd) == FD_UFFD)
+				uffd_closing_locked((int)fd);
 		shim_unlock();
 	}
 	if (flags & CLOSE_RANGE_CLOEXEC) {

@@ -80,6 +80,14 @@ static bool fdinfo_api(int fd, uint64_t *features, uint64_t *ioctls)
 	return true;
 }
 
+bool shim_ino_sent_locked(uint64_t ino)
+{
+	for (uint32_t k = 0; k < G.nshared; k++)
+		if (G.shared_inos[k] == ino)
+			return true;
+	return false;
+}
+
 /* Before a uffd leaves: dirty tracking's WP bits on it go (a WP fault of
  * ours must not be read by the receiver, whose shim knows nothing of them;
  * done first, so none is queued when the receiver can read). */
@@ -123,12 +131,9 @@ ssize_t sendmsg(int sock, const struct msghdr *msg, int flags)
 			/* The receiver can change this uffd's state on our memory. */
 			if (shim_model_enter()) {
 				struct um_uffd *u = um_uffd_by_fd(&G.model, fds[i]);
-				bool known = false;
-				for (uint32_t k = 0; u && k < G.nshared; k++)
-					known |= G.shared_inos[k] == u->ino;
-				if (u && u->mm_pid == G.pid && !known && G.nshared < 32)
+				if (u && u->mm_pid == G.pid && !shim_ino_sent_locked(u->ino) &&
+				    G.nshared < 32)
 					G.shared_inos[G.nshared++] = u->ino;
-
 				shim_unlock();
 			}
 			if (shim_tracing)
